@@ -1,0 +1,110 @@
+"""Server-sent events: an incremental parser and the encoder.
+
+The parser accepts ``\\n``, ``\\r\\n`` and ``\\r`` line ends (Gemini sends ``\\r\\n``) and any split of the byte
+stream into chunks, so a relay can feed it whatever the socket delivers. It is pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(slots=True)
+class SSEEvent:
+    data: str
+    event: str | None = None
+    id: str | None = None
+    retry: int | None = None
+
+
+class SSEParser:
+    """Feeds bytes, yields complete events. One parser per stream."""
+
+    __slots__ = ("_buffer", "_data", "_event", "_id", "_retry", "_pending_cr")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data: list[str] = []
+        self._event: str | None = None
+        self._id: str | None = None
+        self._retry: int | None = None
+        self._pending_cr = False
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if self._pending_cr and chunk.startswith(b"\n"):
+            # The previous chunk ended with "\r" of a "\r\n" pair; the line was already taken.
+            chunk = chunk[1:]
+        self._pending_cr = False
+        buffer = self._buffer + chunk
+        events: list[SSEEvent] = []
+        start = 0
+        length = len(buffer)
+        while start < length:
+            cr = buffer.find(b"\r", start)
+            lf = buffer.find(b"\n", start)
+            if cr == -1 and lf == -1:
+                break
+            if cr == -1 or (lf != -1 and lf < cr):
+                end, next_start = lf, lf + 1
+            elif cr + 1 < length:
+                end = cr
+                next_start = cr + 2 if buffer[cr + 1 : cr + 2] == b"\n" else cr + 1
+            else:
+                end, next_start = cr, cr + 1
+                self._pending_cr = True
+            event = self._line(buffer[start:end].decode("utf-8", errors="replace"))
+            if event is not None:
+                events.append(event)
+            start = next_start
+        self._buffer = buffer[start:]
+        return events
+
+    def flush(self) -> list[SSEEvent]:
+        """End of stream: a last event without its blank line still counts (servers do cut that short)."""
+        events: list[SSEEvent] = []
+        if self._buffer:
+            line, self._buffer = self._buffer.decode("utf-8", errors="replace"), b""
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        event = self._line("")
+        if event is not None:
+            events.append(event)
+        return events
+
+    def _line(self, line: str) -> SSEEvent | None:
+        if not line:
+            if not self._data and self._event is None:
+                return None
+            event = SSEEvent(data="\n".join(self._data), event=self._event, id=self._id, retry=self._retry)
+            self._data, self._event, self._retry = [], None, None
+            return event
+        if line[0] == ":":
+            return None
+        name, sep, value = line.partition(":")
+        if sep and value.startswith(" "):
+            value = value[1:]
+        if name == "data":
+            self._data.append(value)
+        elif name == "event":
+            self._event = value
+        elif name == "id":
+            self._id = value
+        elif name == "retry" and value.isdigit():
+            self._retry = int(value)
+        return None
+
+
+def encode_data(data: bytes | str) -> bytes:
+    """One ``data:`` event as OpenAI and Gemini frame it."""
+    payload = data.encode() if isinstance(data, str) else data
+    return b"data: " + payload + b"\n\n"
+
+
+def encode_event(event: str, data: bytes | str) -> bytes:
+    """A named event as Anthropic and the Responses API frame it."""
+    payload = data.encode() if isinstance(data, str) else data
+    return b"event: " + event.encode() + b"\ndata: " + payload + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
