@@ -11,6 +11,7 @@ how failover tests script an upstream that breaks and then recovers.
 Faults: ``400 401 403 404 429 500 502 503 529`` answer that status with the vendor's error body; ``hang`` never answers;
 ``reset`` drops the connection after ``fault_after`` stream events; ``malformed`` sends a broken event after
 ``fault_after`` events; ``cut`` ends a stream after ``fault_after`` events without its final events.
+``error`` sends the vendor's in-stream error event after ``fault_after`` events (simulators that have one).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from starlette.routing import Route
 
 STATUS_FAULTS = frozenset({"400", "401", "403", "404", "408", "413", "422", "429", "500", "502", "503", "529"})
 STREAM_FAULTS = frozenset({"reset", "malformed", "cut"})
-ALL_FAULTS = STATUS_FAULTS | STREAM_FAULTS | {"hang"}
+ALL_FAULTS = STATUS_FAULTS | STREAM_FAULTS | {"hang", "error"}
 
 _DIRECTIVE = re.compile(r"\[sim ([^\]]*)\]")
 
@@ -172,8 +173,8 @@ def control_routes(state: SimulatorState) -> list[Route]:
 # Common English words, each a single token (with its leading space) in cl100k and o200k, so that a generated reply
 # of N words is N completion tokens for any OpenAI tokenizer and the gateway's offline count agrees with usage.
 _WORDS = (
-    "the quick brown fox jumps over lazy dog and then runs into green field where small birds sing under "
-    "bright blue sky while old trees stand near water that flows down from high hills to reach quiet town"
+    "the quick brown fox jump over lazy dog and then runs into green field where small birds sing under "
+    "bright blue sky while old trees stand near water that flows down from high hill to reach quiet town"
 ).split()
 
 

@@ -1,0 +1,129 @@
+"""The OpenAI-compatible surface: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/models``.
+
+Handlers parse only what routing and billing need (model, stream); the body itself goes on as bytes.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from omnirelay.api.errors import error_response
+from omnirelay.api.relay import Call, Relay
+from omnirelay.errors import ErrorCode, GatewayError
+from omnirelay.gateway import Gateway
+
+# Fields without which the endpoint cannot work, named in the 400 as OpenAI names them.
+REQUIRED_FIELDS = {"chat": ("model", "messages"), "completions": ("model", "prompt"), "embeddings": ("model", "input")}
+
+
+def bearer_token(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+async def read_json_body(request: Request, limit: int) -> tuple[bytes, dict[str, Any]]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise GatewayError(ErrorCode.request_too_large, f"Request body is larger than {limit} bytes.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise GatewayError(ErrorCode.request_too_large, f"Request body is larger than {limit} bytes.")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(ErrorCode.invalid_request, f"The request body is not valid JSON: {exc.msg}.") from None
+    if not isinstance(body, dict):
+        raise GatewayError(ErrorCode.invalid_request, "The request body must be a JSON object.")
+    return raw, body
+
+
+class OpenAISurface:
+    def __init__(self, gateway: Gateway, relay: Relay) -> None:
+        self.gateway = gateway
+        self.relay = relay
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/chat/completions", self._endpoint("chat"), methods=["POST"]),
+            Route("/v1/completions", self._endpoint("completions"), methods=["POST"]),
+            Route("/v1/embeddings", self._endpoint("embeddings"), methods=["POST"]),
+            Route("/v1/models", self.list_models, methods=["GET"]),
+            Route("/v1/models/{model:path}", self.get_model, methods=["GET"]),
+        ]
+
+    def _endpoint(self, endpoint: str):  # type: ignore[no-untyped-def]
+        async def handle(request: Request) -> Response:
+            try:
+                return await self._relay(request, endpoint)
+            except GatewayError as err:
+                return error_response("openai", err)
+
+        return handle
+
+    async def _relay(self, request: Request, endpoint: str) -> Response:
+        ip = client_ip(request)
+        key = self.gateway.authenticate(bearer_token(request), ip)
+        raw, body = await read_json_body(request, self.gateway.settings.max_body_bytes)
+        for name in REQUIRED_FIELDS[endpoint]:
+            if body.get(name) in (None, "", []):
+                raise GatewayError(ErrorCode.invalid_request, f"Missing required parameter: '{name}'.", param=name)
+        model = body["model"]
+        if not isinstance(model, str):
+            raise GatewayError(ErrorCode.invalid_request, "'model' must be a string.", param="model")
+        if endpoint == "chat" and not isinstance(body["messages"], list):
+            raise GatewayError(ErrorCode.invalid_request, "'messages' must be an array.", param="messages")
+        self.gateway.check_model(key, model)
+        call = Call(
+            surface="openai",
+            endpoint=endpoint,
+            key=key,
+            model=model,
+            stream=body.get("stream") is True,
+            body=body,
+            raw=raw,
+            client_ip=ip,
+        )
+        return await self.relay.handle(call)
+
+    def _visible_models(self, request: Request) -> list[str]:
+        key = self.gateway.authenticate(bearer_token(request), client_ip(request))
+        return [m for m in self.gateway.registry.models() if key.allows_model(m)]
+
+    async def list_models(self, request: Request) -> Response:
+        try:
+            models = self._visible_models(request)
+        except GatewayError as err:
+            return error_response("openai", err)
+        created = int(time.time())
+        data = [{"id": m, "object": "model", "created": created, "owned_by": "omnirelay"} for m in models]
+        return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+    async def get_model(self, request: Request) -> Response:
+        model = request.path_params["model"]
+        try:
+            if model not in self._visible_models(request):
+                raise GatewayError(
+                    ErrorCode.not_found, f"The model '{model}' does not exist", param="model"
+                )
+        except GatewayError as err:
+            return error_response("openai", err)
+        payload = {"id": model, "object": "model", "created": int(time.time()), "owned_by": "omnirelay"}
+        return Response(orjson.dumps(payload), media_type="application/json")

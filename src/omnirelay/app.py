@@ -1,0 +1,55 @@
+"""Wiring: ``create_app(settings)`` builds one gateway instance as an ASGI app."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from omnirelay.api.errors import error_response
+from omnirelay.api.openai import OpenAISurface
+from omnirelay.api.relay import Relay
+from omnirelay.config import Settings, load_settings
+from omnirelay.errors import ErrorCode, GatewayError
+from omnirelay.gateway import Gateway
+from omnirelay.logs import configure_logging
+
+
+def create_app(settings: Settings) -> Starlette:
+    configure_logging(settings.log_level)
+    gateway = Gateway(settings)
+    relay = Relay(gateway)
+    openai_surface = OpenAISurface(gateway, relay)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    async def health(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # Last line of defence: a bug answers a clean 500, never a stack trace.
+        return error_response("openai", GatewayError(ErrorCode.internal, "The gateway hit an internal error."))
+
+    app = Starlette(
+        routes=[Route("/health", health), *openai_surface.routes()],
+        lifespan=lifespan,
+        exception_handlers={Exception: internal_error},
+    )
+    app.state.gateway = gateway
+    return app
+
+
+def app_from_env() -> Starlette:
+    """Factory for ``uvicorn --factory`` and multi-worker serving: the config path comes from the environment."""
+    return create_app(load_settings(os.environ["OMNIRELAY_CONFIG"]))

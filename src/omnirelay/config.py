@@ -1,0 +1,98 @@
+"""Settings: a YAML file with ``${ENV}`` interpolation, read into pydantic models once at start."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+ChannelType = str  # "openai" | "anthropic" | "gemini" | a task vendor; checked against the provider table at start
+
+
+class ChannelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    type: ChannelType = "openai"
+    base_url: str
+    api_keys: list[str] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list)
+    model_map: dict[str, str] = Field(default_factory=dict)
+    priority: int = 0
+    weight: int = Field(default=1, ge=0)
+    enabled: bool = True
+    timeout_s: float = Field(default=600.0, gt=0)
+    connect_timeout_s: float = Field(default=10.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _drop_empty(cls, keys: list[str]) -> list[str]:
+        return [k for k in keys if k]
+
+
+class KeyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    key: str
+    quota_usd: float | None = None
+    models: list[str] | None = None
+    account: str = "default"
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    database_url: str = "sqlite:///./omnirelay.db"
+    redis_url: str | None = None
+    admin_token: str | None = None
+    master_key: str | None = None
+    """Fernet key that encrypts upstream keys at rest; generated beside a SQLite file when absent."""
+    channels: list[ChannelConfig] = Field(default_factory=list)
+    keys: list[KeyConfig] = Field(default_factory=list)
+    prices: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    max_body_bytes: int = 32 * 1024 * 1024
+    usage_flush_interval_s: float = 0.5
+    usage_batch_size: int = 500
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    config_poll_s: float = 0.5
+    """How often each instance checks the shared config version (a one-row read) for changes."""
+    cache_refresh_s: float = 300.0
+    """Safety net: reload keys and channels this often even if no invalidation message arrived."""
+
+
+def interpolate_env(text: str, env: dict[str, str] | None = None) -> str:
+    """Replace ``${NAME}`` and ``${NAME:-default}``; an unset variable without default becomes empty."""
+    environ = os.environ if env is None else env
+
+    def value(match: re.Match[str]) -> str:
+        return environ.get(match.group(1), match.group(2) or "")
+
+    return _ENV_REF.sub(value, text)
+
+
+def load_settings(path: str | Path, env: dict[str, str] | None = None) -> Settings:
+    raw = yaml.safe_load(interpolate_env(Path(path).read_text(), env)) or {}
+    return Settings.model_validate(raw)
+
+
+def async_database_url(url: str) -> str:
+    """Accept the plain URLs operators write and pick the async driver."""
+    for plain, driver in _ASYNC_DRIVERS.items():
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    return url
+
+
+_ASYNC_DRIVERS = {
+    "sqlite:///": "sqlite+aiosqlite:///",
+    "postgresql://": "postgresql+asyncpg://",
+    "postgres://": "postgresql+asyncpg://",
+}

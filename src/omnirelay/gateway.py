@@ -1,0 +1,130 @@
+"""The gateway object: owns every cache, client and store one running instance needs.
+
+Nothing here is process-global, so two gateways can live in one test process. The hot path reads ``snapshot`` and
+``registry`` (plain attributes swapped on reload) and never awaits the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from pathlib import Path
+
+import aiohttp
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from omnirelay.config import Settings, async_database_url
+from omnirelay.crypto import SecretBox, hash_key, load_or_create_master_key
+from omnirelay.errors import ErrorCode, GatewayError
+from omnirelay.providers.upstream import create_session
+from omnirelay.routing.registry import ChannelRegistry
+from omnirelay.store import repo
+from omnirelay.store.db import create_engine, migrate, sessionmaker
+from omnirelay.store.snapshot import KeyRecord, Snapshot, load_snapshot
+from omnirelay.store.usage_writer import UsageWriter
+
+log = structlog.get_logger(__name__)
+
+
+def master_key_for(settings: Settings) -> str:
+    if settings.master_key:
+        return settings.master_key
+    url = async_database_url(settings.database_url)
+    if url.startswith("sqlite+aiosqlite:///") and ":memory:" not in url:
+        return load_or_create_master_key(Path(url.removeprefix("sqlite+aiosqlite:///") + ".masterkey"))
+    raise GatewayError(ErrorCode.internal, "master_key must be configured for a shared database")
+
+
+class Gateway:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine: AsyncEngine = create_engine(settings.database_url)
+        self.sessions: async_sessionmaker = sessionmaker(self.engine)  # type: ignore[type-arg]
+        self.box = SecretBox(master_key_for(settings))
+        self.usage = UsageWriter(
+            self.engine, interval=settings.usage_flush_interval_s, batch_size=settings.usage_batch_size
+        )
+        self.snapshot = Snapshot(keys_by_hash={}, channels=())
+        self.registry = ChannelRegistry(())
+        self._http: aiohttp.ClientSession | None = None
+        self._refresher: asyncio.Task[None] | None = None
+        self._version = -1
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        assert self._http is not None, "gateway not started"
+        return self._http
+
+    async def start(self) -> None:
+        await migrate(self.engine)
+        async with self.sessions.begin() as session:
+            await repo.ensure_account(session)
+            await repo.sync_config_channels(session, self.settings.channels, self.box)
+            await repo.sync_config_keys(session, self.settings.keys)
+        await self.reload()
+        self._http = create_session()
+        self.usage.start()
+        self._refresher = asyncio.create_task(self._refresh_periodically(), name="cache-refresh")
+
+    async def stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+        await self.usage.close()
+        if self._http is not None:
+            await self._http.close()
+        await self.engine.dispose()
+
+    async def reload(self) -> None:
+        """Rebuild the in-memory view from the database and swap it in."""
+        async with self.sessions() as session:
+            version = await repo.config_version(session)
+            snapshot = await load_snapshot(session, self.box)
+        self.snapshot = snapshot
+        self.registry = ChannelRegistry(snapshot.channels)
+        self._version = version
+
+    async def _refresh_periodically(self) -> None:
+        """Reload when the shared config version moved (checked every ``config_poll_s``), and in any case every
+        ``cache_refresh_s`` as a safety net."""
+        last_full = time.monotonic()
+        while True:
+            await asyncio.sleep(self.settings.config_poll_s)
+            try:
+                async with self.sessions() as session:
+                    version = await repo.config_version(session)
+                if version != self._version or time.monotonic() - last_full > self.settings.cache_refresh_s:
+                    await self.reload()
+                    last_full = time.monotonic()
+            except Exception as exc:  # database away: keep serving from the last snapshot
+                log.warning("cache_refresh_failed", error=type(exc).__name__)
+
+    def authenticate(self, api_key: str | None, client_ip: str | None) -> KeyRecord:
+        """Key → record from memory. Raises the 401/403 the client's SDK expects."""
+        if not api_key:
+            raise GatewayError(ErrorCode.authentication, "Missing API key. Pass it as 'Authorization: Bearer <key>'.")
+        record = self.snapshot.keys_by_hash.get(hash_key(api_key))
+        if record is None or record.revoked:
+            raise GatewayError(ErrorCode.authentication, "Incorrect API key provided.")
+        if record.expires_at is not None and record.expires_at <= time.time():
+            raise GatewayError(ErrorCode.authentication, "This API key has expired.")
+        if record.account_disabled:
+            raise GatewayError(ErrorCode.permission, "This account is disabled.", status=403)
+        if not record.allows_ip(client_ip):
+            raise GatewayError(ErrorCode.permission, "This API key may not be used from this address.")
+        return record
+
+    def check_model(self, record: KeyRecord, model: str) -> None:
+        if not record.allows_model(model):
+            raise GatewayError(
+                ErrorCode.permission, f"This API key is not allowed to use the model '{model}'.", param="model"
+            )
+        if not self.registry.serves(model):
+            raise GatewayError(
+                ErrorCode.not_found,
+                f"The model '{model}' does not exist or you do not have access to it.",
+                param="model",
+            )

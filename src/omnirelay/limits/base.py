@@ -1,0 +1,290 @@
+"""The limiter contract: rate limits, concurrency slots, spend counters and the invalidation bus.
+
+Two backends implement it with the same observable behaviour (one test suite runs against both):
+``memory.MemoryLimiter`` for one process, ``redis.RedisLimiter`` when several instances share state.
+
+Rate limits (``check_and_consume``)
+    A **sliding log** over a 60 s window at millisecond resolution. An admitted request at time ``t`` counts
+    against ``rpm`` (and its tokens against ``tpm``) while ``now - 60 s < t``, i.e. it leaves the window at
+    exactly ``t + 60 s``. Why a log and not 60 one-second buckets: buckets count a request until its *bucket*
+    leaves, so requests packed at the end of one bucket and again right after it expires admit up to twice the
+    limit within 59.001 s; the log never admits more than the limit in any 60 s span, gives ``retry_after``
+    to the millisecond, and lets ``adjust_tokens`` put a correction at the original request's timestamp so
+    it leaves the window together with the request. Its cost is O(log n) per call and memory proportional to
+    what is in the window (bounded by ``rpm`` when set, because rejected requests are not recorded); buckets
+    would only win at per-scope rates far above anything a key sends.
+
+    All scopes of one call (typically the key and its account) are checked and recorded atomically: either
+    every scope records the request and its ``tokens``, or nothing is recorded anywhere. A request is rejected
+    when, in any scope, ``used_requests + 1 > rpm`` or ``used_tokens + tokens > tpm`` (so a window pushed over
+    its limit by ``adjust_tokens`` rejects even a 0-token request). A limit of ``None`` is not tracked at all
+    (nothing recorded); a limit of ``0`` rejects everything. Rejected requests are not recorded, so a client
+    that keeps retrying does not extend its own lockout.
+
+    ``retry_after_s`` is when the oldest counted entries will have left the window enough for this request to
+    fit (the maximum over the failing scopes); ``math.inf`` when it can never fit (``tokens > tpm`` or a limit
+    of 0). ``reset_s`` follows OpenAI's definition of ``x-ratelimit-reset-*``: the time until the window is
+    back to its initial state (the newest counted entry leaves). ``remaining`` is after this request when it
+    was admitted, and the current headroom (never negative) when it was not.
+
+    Time is wall-clock seconds (``time.time``) unless ``now`` is passed; the Redis backend sends the caller's
+    clock into its script (not Redis ``TIME``), so instances sharing a Redis must keep their clocks in sync
+    (NTP); a skew of ``s`` seconds shifts where an instance sees the window edge by ``s``.
+
+Concurrency slots (``acquire_slot``)
+    At most ``limit`` holders per scope. Every slot is a lease (10 minutes by default, renewable); an expired
+    lease is reclaimed by the next ``acquire_slot`` that finds the scope full, so a crashed instance cannot
+    leak slots. ``release`` is idempotent.
+
+Spend counters (``try_add``/``add``/``get``/``set``)
+    Named integer counters (micro-USD) that billing uses to hold budgets across instances without a database
+    round trip. A counter that does not exist reads as 0. ``ttl_s`` gives a counter an expiry when it has none
+    yet (normally: when the call creates it), so a periodic budget resets; later calls never extend it.
+
+Invalidation bus (``publish``/``subscribe``)
+    Fire-and-forget fan-out to every subscriber of a channel, across instances with Redis. A message published
+    before a subscription is active is not delivered, and a Redis reconnect may lose messages: subscribers
+    should reload what they cache when they (re)subscribe.
+
+Failures: the Redis backend raises ``LimiterUnavailable`` (a ``ConnectionError``) when Redis cannot be reached;
+the caller chooses to fail open or closed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import Literal, Protocol, Self
+
+WINDOW_MS = 60_000
+"""The rate-limit window (rpm and tpm are per 60 s)."""
+DEFAULT_LEASE_S = 600.0
+"""How long a concurrency slot is held before it may be reclaimed, unless renewed."""
+
+RateKind = Literal["requests", "tokens"]
+
+FITS = -1
+"""Per-scope retry value (ms) meaning: this limit does not stand in the way."""
+NEVER = -2
+"""Per-scope retry value (ms) meaning: this request can never fit under this limit."""
+
+
+class LimiterUnavailable(ConnectionError):
+    """The shared store (Redis) could not be reached; nothing was checked or recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScopeLimits:
+    """The limits of one scope (``key:123``, ``account:7``); ``None`` means unlimited and untracked."""
+
+    scope: str
+    rpm: int | None = None
+    tpm: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitState:
+    """One limit of the tightest scope, as the ``x-ratelimit-*`` headers show it."""
+
+    limit: int
+    remaining: int
+    reset_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    allowed: bool
+    retry_after_s: float
+    """0 when allowed; ``math.inf`` when the request can never fit."""
+    scope: str | None
+    """The limiting scope when rejected."""
+    kind: RateKind | None
+    """Which limit of ``scope`` rejected the request."""
+    requests: LimitState | None
+    """The rpm of the tightest scope (the limiting one on a requests rejection); None if no scope has rpm."""
+    tokens: LimitState | None
+    """The tpm of the tightest scope (the limiting one on a tokens rejection); None if no scope has tpm."""
+    at: float
+    """The timestamp (s) the request was recorded at: pass it to ``adjust_tokens``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    scope: str
+    holder: str
+    expires_at: float
+
+
+@dataclass(slots=True)
+class ScopeUsage:
+    """What one scope's window holds, in milliseconds, as both backends compute it (see ``build_decision``)."""
+
+    req_used: int = 0
+    req_reset_ms: int = 0
+    req_retry_ms: int = FITS
+    tok_used: int = 0
+    tok_reset_ms: int = 0
+    tok_retry_ms: int = FITS
+
+
+class Subscription(Protocol):
+    """Messages of one channel. Entering ``async with`` returns once the subscription is active."""
+
+    def __aiter__(self) -> Self: ...
+
+    async def __anext__(self) -> bytes: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc_info: object) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Limiter(Protocol):
+    async def check_and_consume(
+        self, scopes: Sequence[ScopeLimits], tokens: int, now: float | None = None
+    ) -> RateDecision:
+        """Called once per request before routing: admit and record it in every scope, or reject it and
+        record nothing. ``tokens`` is the estimate to count against tpm (prompt, plus ``max_tokens`` if the
+        operator wants the worst case); correct it later with ``adjust_tokens``. Not billing: no money moves.
+        """
+        ...
+
+    async def adjust_tokens(
+        self, scopes: Sequence[ScopeLimits], delta: int, at: float, now: float | None = None
+    ) -> None:
+        """Called after the response, when real usage is known: add ``delta`` (may be negative) tokens at
+        ``at`` (``RateDecision.at``) in each scope with a tpm, so the correction leaves the window together with
+        the original request. A no-op if ``at`` has already left the window."""
+        ...
+
+    async def acquire_slot(
+        self, scope: str, limit: int, *, lease_s: float = DEFAULT_LEASE_S, now: float | None = None
+    ) -> Slot | None:
+        """Called before the upstream call when the key has a concurrency limit: take one of ``limit`` slots,
+        or None if all are held by live leases."""
+        ...
+
+    async def renew_slot(
+        self, slot: Slot, *, lease_s: float = DEFAULT_LEASE_S, now: float | None = None
+    ) -> Slot | None:
+        """Called by holders that may outlive their lease (long streams, task polls): extend it to ``now +
+        lease_s``. None if the lease was already reclaimed (the holder should stop or re-acquire)."""
+        ...
+
+    async def release(self, slot: Slot) -> None:
+        """Called when the call ends, however it ends. Idempotent."""
+        ...
+
+    async def try_add(self, name: str, amount: int, cap: int, *, ttl_s: float | None = None) -> tuple[bool, int]:
+        """Billing's reservation: add ``amount`` only if ``current + amount <= cap``. Returns ``(True, new)``
+        or ``(False, current)``, atomically across instances."""
+        ...
+
+    async def add(self, name: str, delta: int, *, ttl_s: float | None = None) -> int:
+        """Billing's settlement and refunds: add ``delta`` unconditionally (may go negative); returns the new
+        value."""
+        ...
+
+    async def get(self, name: str) -> int:
+        """Current value, 0 if the counter does not exist (or expired)."""
+        ...
+
+    async def set(self, name: str, value: int, *, ttl_s: float | None = None) -> None:
+        """Replace value and expiry, e.g. when billing reloads a balance from the ledger."""
+        ...
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        """Called after an admin write (keys, channels, prices) so every instance refreshes its cache."""
+        ...
+
+    def subscribe(self, channel: str) -> Subscription:
+        """Messages published to ``channel`` from now on; use ``async with`` to know it is active."""
+        ...
+
+    async def close(self) -> None:
+        """Close subscriptions and connections. The limiter is unusable afterwards."""
+        ...
+
+    def slot(
+        self, scope: str, limit: int, *, lease_s: float = DEFAULT_LEASE_S
+    ) -> AbstractAsyncContextManager[Slot | None]:
+        """``async with limiter.slot(scope, 3) as slot:`` — ``slot`` is None when refused; released on exit."""
+        return _held_slot(self, scope, limit, lease_s)
+
+
+@asynccontextmanager
+async def _held_slot(limiter: Limiter, scope: str, limit: int, lease_s: float) -> AsyncIterator[Slot | None]:
+    slot = await limiter.acquire_slot(scope, limit, lease_s=lease_s)
+    try:
+        yield slot
+    finally:
+        if slot is not None:
+            await limiter.release(slot)
+
+
+def check_scopes(scopes: Sequence[ScopeLimits], tokens: int) -> None:
+    if tokens < 0:
+        raise ValueError(f"tokens must be >= 0, got {tokens}")
+    if len(scopes) > 1 and len({s.scope for s in scopes}) != len(scopes):
+        raise ValueError("scopes must be distinct")
+    for s in scopes:
+        if (s.rpm is not None and s.rpm < 0) or (s.tpm is not None and s.tpm < 0):
+            raise ValueError(f"limits must be >= 0 or None: {s}")
+
+
+def build_decision(
+    scopes: Sequence[ScopeLimits], usages: Sequence[ScopeUsage], allowed: bool, now_ms: int
+) -> RateDecision:
+    """Turn per-scope usage (already including this request when allowed) into a decision."""
+    retry = 0.0
+    limiting: ScopeLimits | None = None
+    kind: RateKind | None = None
+    if not allowed:
+        retry = -1.0
+        for sl, u in zip(scopes, usages, strict=True):
+            candidates: tuple[tuple[RateKind, int], ...] = (
+                ("requests", u.req_retry_ms),
+                ("tokens", u.tok_retry_ms),
+            )
+            for k, r in candidates:
+                if r == FITS:
+                    continue
+                seconds = math.inf if r == NEVER else r / 1000
+                if seconds > retry:
+                    retry, limiting, kind = seconds, sl, k
+    return RateDecision(
+        allowed=allowed,
+        retry_after_s=retry,
+        scope=limiting.scope if limiting else None,
+        kind=kind,
+        requests=_tightest(scopes, usages, "requests", limiting if kind == "requests" else None),
+        tokens=_tightest(scopes, usages, "tokens", limiting if kind == "tokens" else None),
+        at=now_ms / 1000,
+    )
+
+
+def _tightest(
+    scopes: Sequence[ScopeLimits], usages: Sequence[ScopeUsage], kind: RateKind, limiting: ScopeLimits | None
+) -> LimitState | None:
+    best: LimitState | None = None
+    for sl, u in zip(scopes, usages, strict=True):
+        if kind == "requests":
+            limit, used, reset_ms = sl.rpm, u.req_used, u.req_reset_ms
+        else:
+            limit, used, reset_ms = sl.tpm, u.tok_used, u.tok_reset_ms
+        if limit is None:
+            continue
+        state = LimitState(limit=limit, remaining=max(0, limit - used), reset_s=reset_ms / 1000)
+        if sl is limiting:
+            return state
+        if best is None or (state.remaining, -state.reset_s) < (best.remaining, -best.reset_s):
+            best = state
+    return best
+
+
+def to_ms(seconds: float) -> int:
+    return round(seconds * 1000)

@@ -1,0 +1,319 @@
+"""In-process limiter: one gateway process, zero set-up. Semantics are those of ``base`` (shared test suite).
+
+Every method runs to completion without awaiting, so on one event loop each call is atomic. Not thread-safe,
+and not shared between worker processes: run several workers (or instances) with the Redis backend.
+
+Per scope the sliding log is two deques, request timestamps and ``(timestamp, tokens)`` entries, kept in time
+order (appends are the common case; an out-of-order ``now`` or an ``adjust_tokens`` inserts by bisection) and
+pruned from the left on every touch. Scopes whose windows have emptied are swept every ``SWEEP_EVERY``
+calls, so memory follows what is in the window, not how many requests or keys were ever seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from bisect import insort
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Self
+
+from omnirelay.limits.base import (
+    DEFAULT_LEASE_S,
+    FITS,
+    NEVER,
+    WINDOW_MS,
+    Limiter,
+    RateDecision,
+    ScopeLimits,
+    ScopeUsage,
+    Slot,
+    build_decision,
+    check_scopes,
+    to_ms,
+)
+
+SWEEP_EVERY = 4096
+"""Rate-limit calls between two sweeps of emptied windows and expired counters."""
+
+
+class _Window:
+    __slots__ = ("req", "tok", "tok_sum")
+
+    def __init__(self) -> None:
+        self.req: deque[int] = deque()
+        self.tok: deque[tuple[int, int]] = deque()
+        self.tok_sum = 0
+
+    def prune(self, cutoff: int) -> None:
+        req, tok = self.req, self.tok
+        while req and req[0] <= cutoff:
+            req.popleft()
+        while tok and tok[0][0] <= cutoff:
+            self.tok_sum -= tok.popleft()[1]
+
+    def add_tokens(self, at: int, amount: int) -> None:
+        if not self.tok or at >= self.tok[-1][0]:
+            self.tok.append((at, amount))
+        else:
+            insort(self.tok, (at, amount))
+        self.tok_sum += amount
+
+    def usage(self, limits: ScopeLimits, tokens: int, now: int) -> ScopeUsage:
+        u = ScopeUsage()
+        req, tok = self.req, self.tok
+        rpm, tpm = limits.rpm, limits.tpm
+        if rpm is not None:
+            u.req_used = len(req)
+            if req:
+                u.req_reset_ms = req[-1] + WINDOW_MS - now
+            if u.req_used + 1 > rpm:
+                u.req_retry_ms = NEVER if rpm == 0 else req[u.req_used - rpm] + WINDOW_MS - now
+        if tpm is not None:
+            u.tok_used = self.tok_sum
+            if self.tok_sum > 0:
+                u.tok_reset_ms = tok[-1][0] + WINDOW_MS - now
+            if self.tok_sum + tokens > tpm:
+                u.tok_retry_ms = NEVER if tokens > tpm else self._token_retry(self.tok_sum + tokens - tpm, now)
+        return u
+
+    def _token_retry(self, need: int, now: int) -> int:
+        freed = 0
+        for at, amount in self.tok:
+            freed += amount
+            if freed >= need:
+                return at + WINDOW_MS - now
+        return self.tok[-1][0] + WINDOW_MS - now
+
+    def empty(self) -> bool:
+        return not self.req and not self.tok
+
+
+class _Counter:
+    __slots__ = ("expires_at", "value")
+
+    def __init__(self, value: int, expires_at: float | None) -> None:
+        self.value = value
+        self.expires_at = expires_at
+
+
+class MemorySubscription:
+    def __init__(
+        self,
+        hub: dict[str, set[asyncio.Queue[bytes | None]]],
+        channel: str,
+        registry: set[MemorySubscription],
+    ) -> None:
+        self._hub = hub
+        self._channel = channel
+        self._registry = registry
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._closed = False
+        hub.setdefault(channel, set()).add(self._queue)
+        registry.add(self)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._closed:
+            raise StopAsyncIteration
+        message = await self._queue.get()
+        if message is None:
+            raise StopAsyncIteration
+        return message
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._registry.discard(self)
+        queues = self._hub.get(self._channel)
+        if queues is not None:
+            queues.discard(self._queue)
+            if not queues:
+                del self._hub[self._channel]
+        self._queue.put_nowait(None)
+
+
+class MemoryLimiter(Limiter):
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._windows: dict[str, _Window] = {}
+        self._slots: dict[str, dict[str, int]] = {}
+        self._counters: dict[str, _Counter] = {}
+        self._hub: dict[str, set[asyncio.Queue[bytes | None]]] = {}
+        self._subscriptions: set[MemorySubscription] = set()
+        self._holder_ids = itertools.count(1)
+        self._calls = 0
+
+    def _now_ms(self, now: float | None) -> int:
+        return to_ms(self._clock() if now is None else now)
+
+    # -- rate limits --------------------------------------------------------------------------------------
+
+    async def check_and_consume(
+        self, scopes: Sequence[ScopeLimits], tokens: int, now: float | None = None
+    ) -> RateDecision:
+        check_scopes(scopes, tokens)
+        now_ms = self._now_ms(now)
+        cutoff = now_ms - WINDOW_MS
+        self._calls += 1
+        if self._calls % SWEEP_EVERY == 0:
+            self._sweep(cutoff)
+        windows = self._windows
+        usages: list[ScopeUsage] = []
+        allowed = True
+        for sl in scopes:
+            if sl.rpm is None and sl.tpm is None:
+                usages.append(ScopeUsage())
+                continue
+            win = windows.get(sl.scope)
+            if win is None:
+                win = windows[sl.scope] = _Window()
+            else:
+                win.prune(cutoff)
+            u = win.usage(sl, tokens, now_ms)
+            allowed = allowed and u.req_retry_ms == FITS and u.tok_retry_ms == FITS
+            usages.append(u)
+        if allowed:
+            for sl, u in zip(scopes, usages, strict=True):
+                if sl.rpm is None and sl.tpm is None:
+                    continue
+                win = windows[sl.scope]
+                if sl.rpm is not None:
+                    if not win.req or now_ms >= win.req[-1]:
+                        win.req.append(now_ms)
+                    else:
+                        insort(win.req, now_ms)
+                    u.req_used += 1
+                    u.req_reset_ms = max(u.req_reset_ms, WINDOW_MS)
+                if sl.tpm is not None and tokens:
+                    win.add_tokens(now_ms, tokens)
+                    u.tok_used = win.tok_sum
+                    u.tok_reset_ms = max(u.tok_reset_ms, WINDOW_MS)
+        return build_decision(scopes, usages, allowed, now_ms)
+
+    async def adjust_tokens(
+        self, scopes: Sequence[ScopeLimits], delta: int, at: float, now: float | None = None
+    ) -> None:
+        at_ms = to_ms(at)
+        if not delta or at_ms <= self._now_ms(now) - WINDOW_MS:
+            return
+        for sl in scopes:
+            if sl.tpm is not None:
+                win = self._windows.get(sl.scope)
+                if win is None:
+                    win = self._windows[sl.scope] = _Window()
+                win.add_tokens(at_ms, delta)
+
+    def _sweep(self, cutoff: int) -> None:
+        for scope, win in list(self._windows.items()):
+            win.prune(cutoff)
+            if win.empty():
+                del self._windows[scope]
+        now = self._clock()
+        for name, counter in list(self._counters.items()):
+            if counter.expires_at is not None and counter.expires_at <= now:
+                del self._counters[name]
+
+    # -- concurrency slots ----------------------------------------------------------------------------------
+
+    async def acquire_slot(
+        self, scope: str, limit: int, *, lease_s: float = DEFAULT_LEASE_S, now: float | None = None
+    ) -> Slot | None:
+        if limit <= 0:
+            return None
+        now_ms = self._now_ms(now)
+        holders = self._slots.get(scope)
+        if holders is None:
+            holders = self._slots[scope] = {}
+        if len(holders) >= limit:
+            for holder, expires in list(holders.items()):
+                if expires <= now_ms:
+                    del holders[holder]
+            if len(holders) >= limit:
+                return None
+        holder = str(next(self._holder_ids))
+        expires_ms = now_ms + to_ms(lease_s)
+        holders[holder] = expires_ms
+        return Slot(scope=scope, holder=holder, expires_at=expires_ms / 1000)
+
+    async def renew_slot(
+        self, slot: Slot, *, lease_s: float = DEFAULT_LEASE_S, now: float | None = None
+    ) -> Slot | None:
+        holders = self._slots.get(slot.scope)
+        if holders is None or slot.holder not in holders:
+            return None
+        expires_ms = self._now_ms(now) + to_ms(lease_s)
+        holders[slot.holder] = expires_ms
+        return Slot(scope=slot.scope, holder=slot.holder, expires_at=expires_ms / 1000)
+
+    async def release(self, slot: Slot) -> None:
+        holders = self._slots.get(slot.scope)
+        if holders is not None:
+            holders.pop(slot.holder, None)
+            if not holders:
+                del self._slots[slot.scope]
+
+    # -- spend counters -------------------------------------------------------------------------------------
+
+    def _live(self, name: str, now: float) -> _Counter | None:
+        counter = self._counters.get(name)
+        if counter is not None and counter.expires_at is not None and counter.expires_at <= now:
+            del self._counters[name]
+            return None
+        return counter
+
+    def _added(self, name: str, delta: int, ttl_s: float | None, now: float) -> int:
+        counter = self._live(name, now)
+        if counter is None:
+            counter = self._counters[name] = _Counter(0, None)
+        counter.value += delta
+        if ttl_s is not None and counter.expires_at is None:
+            counter.expires_at = now + ttl_s
+        return counter.value
+
+    async def try_add(self, name: str, amount: int, cap: int, *, ttl_s: float | None = None) -> tuple[bool, int]:
+        now = self._clock()
+        counter = self._live(name, now)
+        current = 0 if counter is None else counter.value
+        if current + amount > cap:
+            return False, current
+        return True, self._added(name, amount, ttl_s, now)
+
+    async def add(self, name: str, delta: int, *, ttl_s: float | None = None) -> int:
+        return self._added(name, delta, ttl_s, self._clock())
+
+    async def get(self, name: str) -> int:
+        counter = self._live(name, self._clock())
+        return 0 if counter is None else counter.value
+
+    async def set(self, name: str, value: int, *, ttl_s: float | None = None) -> None:
+        expires_at = None if ttl_s is None else self._clock() + ttl_s
+        self._counters[name] = _Counter(value, expires_at)
+
+    # -- invalidation bus -----------------------------------------------------------------------------------
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        for queue in self._hub.get(channel, ()):
+            queue.put_nowait(message)
+
+    def subscribe(self, channel: str) -> MemorySubscription:
+        return MemorySubscription(self._hub, channel, self._subscriptions)
+
+    async def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            await subscription.aclose()
+
+
+def from_url(url: str | None, namespace: str) -> MemoryLimiter:
+    return MemoryLimiter()
+

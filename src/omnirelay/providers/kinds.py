@@ -1,0 +1,38 @@
+"""Channel types as data: the wire format each speaks and how it authenticates.
+
+An OpenAI-compatible vendor (DeepSeek, a vLLM server, a reseller) is a row here, not a class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+WireFormat = Literal["openai", "anthropic", "gemini"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelKind:
+    wire_format: WireFormat
+    auth_header: str
+    """Header that carries the upstream key."""
+    auth_scheme: str = ""
+    """Prefix of the header value (``"Bearer "``), empty for a bare key."""
+    fixed_headers: dict[str, str] = field(default_factory=dict)
+
+    def auth_headers(self, api_key: str) -> dict[str, str]:
+        headers = dict(self.fixed_headers)
+        if api_key:
+            headers[self.auth_header] = self.auth_scheme + api_key
+        return headers
+
+
+_OPENAI = ChannelKind("openai", "Authorization", "Bearer ")
+
+CHANNEL_KINDS: dict[str, ChannelKind] = {
+    "openai": _OPENAI,
+    "deepseek": _OPENAI,
+    "openai-compatible": _OPENAI,
+    "anthropic": ChannelKind("anthropic", "x-api-key", fixed_headers={"anthropic-version": "2023-06-01"}),
+    "gemini": ChannelKind("gemini", "x-goog-api-key"),
+}

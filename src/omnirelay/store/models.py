@@ -1,0 +1,155 @@
+"""Tables. Money columns are integer micro-USD (``*_micros``); times are UTC."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Group(Base):
+    __tablename__ = "groups"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    multiplier: Mapped[str] = mapped_column(String(32), default="1")
+    """A decimal string: prices in this group are multiplied by it (``vip`` 0.8)."""
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    group_name: Mapped[str] = mapped_column(String(64), default="default")
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    monthly_budget_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    """sha256 hex of the full key; the key itself is shown once and never stored."""
+    key_prefix: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    allowed_ips: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    spend_cap_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    max_concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class Channel(Base):
+    __tablename__ = "channels"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    type: Mapped[str] = mapped_column(String(32))
+    base_url: Mapped[str] = mapped_column(Text)
+    api_keys_encrypted: Mapped[str] = mapped_column(Text, default="")
+    """Upstream keys, a JSON list encrypted with the master key (Fernet)."""
+    models: Mapped[list[str]] = mapped_column(JSON, default=list)
+    model_map: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    weight: Mapped[int] = mapped_column(Integer, default=1)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    settings: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    """Timeouts, extra headers and other per-channel options."""
+    from_config: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class PriceOverride(Base):
+    __tablename__ = "price_overrides"
+
+    model: Mapped[str] = mapped_column(String(128), primary_key=True)
+    data: Mapped[dict[str, object]] = mapped_column(JSON)
+    """Same shape as the config file's ``prices:`` entries (USD as strings)."""
+
+
+class LedgerEntry(Base):
+    """Append-only. A balance is the sum of an account's entries."""
+
+    __tablename__ = "ledger_entries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
+    kind: Mapped[str] = mapped_column(String(16))
+    """topup | settlement | refund | adjustment | redemption"""
+    amount_micros: Mapped[int] = mapped_column(BigInteger)
+    """Signed: credits are positive, charges negative."""
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    ref: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The request id or task id this entry belongs to."""
+    key_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (Index("ix_ledger_account_created", "account_id", "created_at"), Index("ix_ledger_ref", "ref"))
+
+
+class UsageLog(Base):
+    __tablename__ = "usage_logs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    request_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    key_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    account_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    endpoint: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(128))
+    upstream_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    channel_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    stream: Mapped[bool] = mapped_column(Boolean, default=False)
+    status_code: Mapped[int] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    reasoning_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    latency_ms: Mapped[int] = mapped_column(Integer, default=0)
+    ttft_ms: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    overhead_ms: Mapped[float] = mapped_column(Integer, default=0)
+    client_ip: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    __table_args__ = (
+        Index("ix_usage_created", "created_at"),
+        Index("ix_usage_key_created", "key_id", "created_at"),
+        Index("ix_usage_account_created", "account_id", "created_at"),
+        Index("ix_usage_model_created", "model", "created_at"),
+        Index("ix_usage_request", "request_id"),
+    )
+
+
+class ConfigVersion(Base):
+    """One row whose counter every write to keys, accounts, channels or prices bumps.
+
+    Each instance polls it about once a second (a primary-key read, off the hot path) and reloads its in-memory
+    snapshot when it moved, so a change made by the CLI, the admin API or another instance is seen everywhere
+    within a second, with or without Redis.
+    """
+
+    __tablename__ = "config_version"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(BigInteger, default=0)

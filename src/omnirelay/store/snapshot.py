@@ -1,0 +1,140 @@
+"""The in-memory copy of keys and channels that the hot path reads instead of the database.
+
+A ``Snapshot`` is immutable; a reload builds a new one and swaps the reference, so a request in flight keeps a
+consistent view and readers need no lock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from fractions import Fraction
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from omnirelay.crypto import SecretBox
+from omnirelay.store.models import Account, ApiKey, Channel, Group
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    id: int
+    name: str
+    account_id: int
+    account_name: str
+    group: str
+    multiplier: Fraction
+    models: frozenset[str] | None
+    allowed_ips: tuple[IpNetwork, ...] | None
+    expires_at: float | None
+    revoked: bool
+    account_disabled: bool
+    spend_cap_micros: int | None
+    rpm: int | None
+    tpm: int | None
+    max_concurrency: int | None
+    account_rpm: int | None
+    account_tpm: int | None
+    account_monthly_budget_micros: int | None
+
+    def allows_model(self, model: str) -> bool:
+        return self.models is None or model in self.models
+
+    def allows_ip(self, ip: str | None) -> bool:
+        if self.allowed_ips is None:
+            return True
+        if ip is None:
+            return False
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in network for network in self.allowed_ips)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRecord:
+    id: int
+    name: str
+    type: str
+    base_url: str
+    api_keys: tuple[str, ...]
+    models: tuple[str, ...]
+    model_map: dict[str, str]
+    priority: int
+    weight: int
+    enabled: bool
+    timeout_s: float = 600.0
+    connect_timeout_s: float = 10.0
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def upstream_model(self, model: str) -> str:
+        return self.model_map.get(model, model)
+
+    def serves(self) -> set[str]:
+        """Public model names: the listed models plus every alias in the map."""
+        return set(self.models) | set(self.model_map)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    keys_by_hash: dict[str, KeyRecord]
+    channels: tuple[ChannelRecord, ...]
+
+
+def _timestamp(value: datetime | None) -> float | None:
+    return value.timestamp() if value is not None else None
+
+
+async def load_snapshot(session: AsyncSession, box: SecretBox) -> Snapshot:
+    groups = {g.name: Fraction(Decimal(g.multiplier)) for g in (await session.scalars(select(Group))).all()}
+    accounts = {a.id: a for a in (await session.scalars(select(Account))).all()}
+    keys: dict[str, KeyRecord] = {}
+    for row in (await session.scalars(select(ApiKey))).all():
+        account = accounts[row.account_id]
+        keys[row.key_hash] = KeyRecord(
+            id=row.id,
+            name=row.name,
+            account_id=account.id,
+            account_name=account.name,
+            group=account.group_name,
+            multiplier=groups.get(account.group_name, Fraction(1)),
+            models=frozenset(row.models) if row.models is not None else None,
+            allowed_ips=tuple(ipaddress.ip_network(n, strict=False) for n in row.allowed_ips)
+            if row.allowed_ips is not None
+            else None,
+            expires_at=_timestamp(row.expires_at),
+            revoked=row.revoked_at is not None,
+            account_disabled=account.disabled,
+            spend_cap_micros=row.spend_cap_micros,
+            rpm=row.rpm,
+            tpm=row.tpm,
+            max_concurrency=row.max_concurrency,
+            account_rpm=account.rpm,
+            account_tpm=account.tpm,
+            account_monthly_budget_micros=account.monthly_budget_micros,
+        )
+    channels = tuple(
+        ChannelRecord(
+            id=row.id,
+            name=row.name,
+            type=row.type,
+            base_url=row.base_url.rstrip("/"),
+            api_keys=tuple(box.open(row.api_keys_encrypted)),
+            models=tuple(row.models or ()),
+            model_map=dict(row.model_map or {}),
+            priority=row.priority,
+            weight=row.weight,
+            enabled=row.enabled,
+            timeout_s=float(row.settings.get("timeout_s", 600.0)),  # type: ignore[arg-type]
+            connect_timeout_s=float(row.settings.get("connect_timeout_s", 10.0)),  # type: ignore[arg-type]
+            headers=dict(row.settings.get("headers", {})),  # type: ignore[call-overload]
+        )
+        for row in (await session.scalars(select(Channel).order_by(Channel.id))).all()
+    )
+    return Snapshot(keys_by_hash=keys, channels=channels)

@@ -1,0 +1,95 @@
+"""Shared fixtures: real databases (SQLite file and PostgreSQL), real sockets, simulated upstreams."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import ServerThread
+
+POSTGRES_URL = os.environ.get("OMNIRELAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("OMNIRELAY_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+async def _reset_postgres(url: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await connection.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
+    finally:
+        await connection.close()
+
+
+def database_url_for(kind: str, tmp_path: Path) -> str:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'omnirelay.db'}"
+    try:
+        asyncio.run(_reset_postgres(POSTGRES_URL))
+    except OSError as exc:
+        if os.environ.get("CI"):
+            raise  # in CI PostgreSQL must be there: .ci/run starts it
+        pytest.skip(f"PostgreSQL not reachable at {POSTGRES_URL}: {exc}")
+    return POSTGRES_URL
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return database_url_for(request.param, tmp_path_factory.mktemp("db"))
+
+
+@pytest.fixture(scope="session")
+def openai_sim() -> Iterator[ServerThread]:
+    from omnirelay.simulators.common import SimulatorState
+    from omnirelay.simulators.openai import create_openai_simulator
+
+    state = SimulatorState(api_keys=frozenset({"sk-upstream-secret-0123456789abcdef"}))
+    server = ServerThread(create_openai_simulator(state)).start()
+    server.state = state  # type: ignore[attr-defined]
+    yield server
+    server.stop()
+
+
+UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"
+
+
+@dataclass
+class GatewayHarness:
+    server: ServerThread
+    gateway: Any
+    keys: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return self.server.url + "/v1"
+
+    def create_key(self, name: str, **options: Any) -> str:
+        from omnirelay.store import repo
+
+        async def work() -> str:
+            async with self.gateway.sessions.begin() as session:
+                created = await repo.create_key(session, name, **options)
+            await self.gateway.reload()
+            return created.key
+
+        return self.server.call(work())
+
+    def run(self, coro: Any) -> Any:
+        return self.server.call(coro)
+
+    def flush_usage(self) -> None:
+        self.server.call(self.gateway.usage.flush())
+
+
+def start_gateway(settings: Any) -> GatewayHarness:
+    from omnirelay.app import create_app
+
+    app = create_app(settings)
+    server = ServerThread(app).start()
+    return GatewayHarness(server=server, gateway=app.state.gateway)
