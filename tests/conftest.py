@@ -57,6 +57,8 @@ def openai_sim() -> Iterator[ServerThread]:
 
 
 UPSTREAM_KEY = "sk-upstream-secret-0123456789abcdef"
+# A fixed Fernet key: tests on PostgreSQL need one (only SQLite installs generate their own beside the file).
+TEST_MASTER_KEY = "x3ZbE2zkd0xWm6a9bT1KqJ4oF6iYp8Rr2Nn5Uu7Ww0A="
 
 
 @dataclass
@@ -90,6 +92,8 @@ class GatewayHarness:
 def start_gateway(settings: Any) -> GatewayHarness:
     from omnirelay.app import create_app
 
+    if settings.master_key is None:
+        settings = settings.model_copy(update={"master_key": TEST_MASTER_KEY})
     app = create_app(settings)
     server = ServerThread(app).start()
     return GatewayHarness(server=server, gateway=app.state.gateway)

@@ -16,7 +16,9 @@ import uvicorn
 
 from omnirelay.config import ChannelConfig, KeyConfig, Settings, load_settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="omnirelay: one base URL and one key for every model.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="omnirelay: one base URL and one key for every model."
+)
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke client API keys.")
 app.add_typer(keys_app, name="keys")
 
@@ -29,7 +31,11 @@ SIMULATORS: dict[str, str] = {
 
 # What the demo serves through each simulator: (channel type, base-URL suffix, models).
 DEMO_CHANNELS: dict[str, tuple[str, str, list[str]]] = {
-    "openai": ("openai", "/v1", ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "text-embedding-3-small", "gpt-3.5-turbo-instruct"]),
+    "openai": (
+        "openai",
+        "/v1",
+        ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "text-embedding-3-small", "gpt-3.5-turbo-instruct"],
+    ),
     "anthropic": ("anthropic", "", ["claude-sonnet-4-5", "claude-3-5-haiku-latest"]),
     "gemini": ("gemini", "", ["gemini-2.5-flash", "gemini-2.5-pro"]),
 }
@@ -119,7 +125,7 @@ def demo(
             typer.echo(
                 f"  try      : curl {base_url}/chat/completions -H 'Authorization: Bearer {key}' "
                 f"-H 'Content-Type: application/json' "
-                f"-d '{{\"model\":\"{model}\",\"messages\":[{{\"role\":\"user\",\"content\":\"Hello!\"}}]}}'"
+                f'-d \'{{"model":"{model}","messages":[{{"role":"user","content":"Hello!"}}]}}\''
             )
         await asyncio.gather(*tasks)
 
@@ -247,7 +253,9 @@ def keys_list(config: Annotated[Path | None, typer.Option()] = None) -> None:
         status = "revoked" if row.revoked_at else "active"
         if row.expires_at and row.expires_at.replace(tzinfo=row.expires_at.tzinfo or UTC) < datetime.now(UTC):
             status = "expired"
-        typer.echo(f"{row.id:>5}  {row.name:<20} {row.key_prefix + '…':<12} {status:<8} {','.join(row.models or ['*'])}")
+        typer.echo(
+            f"{row.id:>5}  {row.name:<20} {row.key_prefix + '…':<12} {status:<8} {','.join(row.models or ['*'])}"
+        )
 
 
 @keys_app.command("revoke")

@@ -31,18 +31,38 @@ class ErrorSpec:
 
 
 class ErrorCode(Enum):
-    invalid_request = ErrorSpec(400, "invalid_request_error", None, "invalid_request_error", "INVALID_ARGUMENT", False, "info")
-    authentication = ErrorSpec(401, "invalid_request_error", "invalid_api_key", "authentication_error", "UNAUTHENTICATED", False, "info")
-    insufficient_quota = ErrorSpec(402, "insufficient_quota", "insufficient_quota", "billing_error", "RESOURCE_EXHAUSTED", False, "info")
-    permission = ErrorSpec(403, "invalid_request_error", "model_not_allowed", "permission_error", "PERMISSION_DENIED", False, "info")
-    not_found = ErrorSpec(404, "invalid_request_error", "model_not_found", "not_found_error", "NOT_FOUND", False, "info")
-    request_too_large = ErrorSpec(413, "invalid_request_error", "request_too_large", "request_too_large", "INVALID_ARGUMENT", False, "info")
-    rate_limited = ErrorSpec(429, "requests", "rate_limit_exceeded", "rate_limit_error", "RESOURCE_EXHAUSTED", True, "info")
+    invalid_request = ErrorSpec(
+        400, "invalid_request_error", None, "invalid_request_error", "INVALID_ARGUMENT", False, "info"
+    )
+    authentication = ErrorSpec(
+        401, "invalid_request_error", "invalid_api_key", "authentication_error", "UNAUTHENTICATED", False, "info"
+    )
+    insufficient_quota = ErrorSpec(
+        402, "insufficient_quota", "insufficient_quota", "billing_error", "RESOURCE_EXHAUSTED", False, "info"
+    )
+    permission = ErrorSpec(
+        403, "invalid_request_error", "model_not_allowed", "permission_error", "PERMISSION_DENIED", False, "info"
+    )
+    not_found = ErrorSpec(
+        404, "invalid_request_error", "model_not_found", "not_found_error", "NOT_FOUND", False, "info"
+    )
+    request_too_large = ErrorSpec(
+        413, "invalid_request_error", "request_too_large", "request_too_large", "INVALID_ARGUMENT", False, "info"
+    )
+    rate_limited = ErrorSpec(
+        429, "requests", "rate_limit_exceeded", "rate_limit_error", "RESOURCE_EXHAUSTED", True, "info"
+    )
     internal = ErrorSpec(500, "server_error", None, "api_error", "INTERNAL", False, "error")
-    not_implemented = ErrorSpec(501, "invalid_request_error", "not_implemented", "invalid_request_error", "UNIMPLEMENTED", False, "info")
+    not_implemented = ErrorSpec(
+        501, "invalid_request_error", "not_implemented", "invalid_request_error", "UNIMPLEMENTED", False, "info"
+    )
     upstream_error = ErrorSpec(502, "server_error", "upstream_error", "api_error", "UNAVAILABLE", True, "warning")
-    no_channel = ErrorSpec(503, "server_error", "no_available_channel", "overloaded_error", "UNAVAILABLE", False, "warning")
-    upstream_timeout = ErrorSpec(504, "server_error", "upstream_timeout", "api_error", "DEADLINE_EXCEEDED", True, "warning")
+    no_channel = ErrorSpec(
+        503, "server_error", "no_available_channel", "overloaded_error", "UNAVAILABLE", False, "warning"
+    )
+    upstream_timeout = ErrorSpec(
+        504, "server_error", "upstream_timeout", "api_error", "DEADLINE_EXCEEDED", True, "warning"
+    )
     overloaded = ErrorSpec(529, "server_error", "overloaded", "overloaded_error", "UNAVAILABLE", True, "warning")
 
     @property

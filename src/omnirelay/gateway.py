@@ -34,7 +34,7 @@ def master_key_for(settings: Settings) -> str:
     url = async_database_url(settings.database_url)
     if url.startswith("sqlite+aiosqlite:///") and ":memory:" not in url:
         return load_or_create_master_key(Path(url.removeprefix("sqlite+aiosqlite:///") + ".masterkey"))
-    raise GatewayError(ErrorCode.internal, "master_key must be configured for a shared database")
+    raise ValueError("master_key must be configured when the database is not a local SQLite file")
 
 
 class Gateway:

@@ -31,7 +31,9 @@ def gw(database_url: str, openai_sim: ServerThread) -> Iterator[GatewayHarness]:
                 models=["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "gpt-3.5-turbo-instruct"],
                 model_map={"gpt-4o-latest": "gpt-4o"},
             ),
-            ChannelConfig(name="dead", base_url=f"http://127.0.0.1:{free_port()}/v1", api_keys=["x" * 20], models=["dead-model"]),
+            ChannelConfig(
+                name="dead", base_url=f"http://127.0.0.1:{free_port()}/v1", api_keys=["x" * 20], models=["dead-model"]
+            ),
             ChannelConfig(
                 name="slow",
                 base_url=sim,
@@ -39,7 +41,9 @@ def gw(database_url: str, openai_sim: ServerThread) -> Iterator[GatewayHarness]:
                 model_map={"slow-model": "gpt-4o-mini"},
                 timeout_s=0.5,
             ),
-            ChannelConfig(name="wrongkey", base_url=sim, api_keys=["sk-wrong-upstream-key-987654321"], models=["wrongkey-model"]),
+            ChannelConfig(
+                name="wrongkey", base_url=sim, api_keys=["sk-wrong-upstream-key-987654321"], models=["wrongkey-model"]
+            ),
         ],
     )
     harness = start_gateway(settings)
@@ -127,7 +131,11 @@ def test_stream_without_include_usage_hides_usage_but_bills_it(gw: GatewayHarnes
         "POST",
         gw.base_url + "/chat/completions",
         headers={"Authorization": f"Bearer {gw.keys['all']}"},
-        json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi [sim output_tokens=7]"}], "stream": True},
+        json={
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": "hi [sim output_tokens=7]"}],
+            "stream": True,
+        },
     ) as response:
         body = response.read().decode()
     assert response.headers["content-type"].startswith("text/event-stream")
@@ -207,7 +215,9 @@ def test_tool_result_round_trip(gw: GatewayHarness) -> None:
             {
                 "role": "assistant",
                 "content": None,
-                "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}],
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+                ],
             },
             {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"},
         ],
@@ -264,7 +274,10 @@ def test_vision_base64_passes_through_untouched(gw: GatewayHarness, openai_sim: 
 
 
 def test_model_map_rewrites_only_the_model(gw: GatewayHarness, openai_sim: ServerThread) -> None:
-    raw = b'{"messages": [{"role": "user", "content": "hi"}],  "model": "gpt-4o-latest", "temperature": 0.70, "x_vendor": {"model": "keep"}}'
+    raw = (
+        b'{"messages": [{"role": "user", "content": "hi"}],  "model": "gpt-4o-latest", '
+        b'"temperature": 0.70, "x_vendor": {"model": "keep"}}'
+    )
     response = httpx.post(
         gw.base_url + "/chat/completions",
         content=raw,
@@ -325,7 +338,11 @@ def test_model_not_allowed_is_403_and_unknown_is_404(gw: GatewayHarness) -> None
 
 @pytest.mark.parametrize(
     ("body", "param"),
-    [(b'{"model": "gpt-4o-mini", "messages": [', None), (b'{"model": "gpt-4o-mini"}', "messages"), (b'{"messages": []}', "model")],
+    [
+        (b'{"model": "gpt-4o-mini", "messages": [', None),
+        (b'{"model": "gpt-4o-mini"}', "messages"),
+        (b'{"messages": []}', "model"),
+    ],
 )
 def test_malformed_bodies_are_400_naming_the_field(gw: GatewayHarness, body: bytes, param: str | None) -> None:
     response = httpx.post(
@@ -412,7 +429,9 @@ def test_revoked_and_expired_keys_are_refused(gw: GatewayHarness) -> None:
         chat(gw, key=expired)
 
 
-def test_no_upstream_key_in_logs(gw: GatewayHarness, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> None:
+def test_no_upstream_key_in_logs(
+    gw: GatewayHarness, caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]
+) -> None:
     caplog.set_level(logging.DEBUG)
     for content in ("[sim fault=500]", "[sim fault=401]", "hi"):
         try:

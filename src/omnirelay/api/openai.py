@@ -120,9 +120,7 @@ class OpenAISurface:
         model = request.path_params["model"]
         try:
             if model not in self._visible_models(request):
-                raise GatewayError(
-                    ErrorCode.not_found, f"The model '{model}' does not exist", param="model"
-                )
+                raise GatewayError(ErrorCode.not_found, f"The model '{model}' does not exist", param="model")
         except GatewayError as err:
             return error_response("openai", err)
         payload = {"id": model, "object": "model", "created": int(time.time()), "owned_by": "omnirelay"}

@@ -88,7 +88,9 @@ class Relay:
                 last_error = err
                 if not err.retryable:
                     break
-                log.info("upstream_failover", channel=candidate.channel.name, code=err.code.name, request=call.request_id)
+                log.info(
+                    "upstream_failover", channel=candidate.channel.name, code=err.code.name, request=call.request_id
+                )
         error = last_error or GatewayError(ErrorCode.no_channel, f"No channel is available for '{call.model}'.")
         self._finish(call, Usage(), error.status, error.code.name)
         raise error
@@ -146,7 +148,7 @@ class Relay:
     def _estimate(self, call: Call, produced: list[str]) -> Usage:
         """The upstream gave no usage: count both sides offline so the call is still billed."""
         if call.endpoint == "embeddings":
-            prompt = tokens.count_embedding_input(call.model, call.body.get("input"))
+            prompt = tokens.count_openai_text_input(call.model, call.body.get("input"))
         else:
             prompt = tokens.count_openai_chat_prompt(call.model, call.body)
         completion = tokens.count_completion_text(call.model, "".join(produced)) if produced else 0
@@ -159,7 +161,9 @@ class Relay:
             "cache-control": "no-cache",
             "x-accel-buffering": "no",
         }
-        return StreamingResponse(self._relay_stream(call, response, tap), headers=headers, media_type="text/event-stream; charset=utf-8")
+        return StreamingResponse(
+            self._relay_stream(call, response, tap), headers=headers, media_type="text/event-stream; charset=utf-8"
+        )
 
     async def _relay_stream(
         self, call: Call, response: aiohttp.ClientResponse, tap: OpenAIPassthroughStream
@@ -201,9 +205,7 @@ class Relay:
             usage = tap.usage if tap.usage is not None else self._estimate(call, tap.produced)
             self._finish(call, usage, status, error_code)
 
-    async def _upstream_error(
-        self, call: Call, candidate: Candidate, response: aiohttp.ClientResponse
-    ) -> GatewayError:
+    async def _upstream_error(self, call: Call, candidate: Candidate, response: aiohttp.ClientResponse) -> GatewayError:
         try:
             raw = await response.content.read(ERROR_BODY_LIMIT)
         except (aiohttp.ClientError, TimeoutError):

@@ -36,9 +36,7 @@ async def open_upstream(
     headers = {"Content-Type": "application/json", **channel.headers, **kind.auth_headers(candidate.api_key)}
     if extra_headers:
         headers.update(extra_headers)
-    timeout = aiohttp.ClientTimeout(
-        total=None, connect=channel.connect_timeout_s, sock_read=channel.timeout_s
-    )
+    timeout = aiohttp.ClientTimeout(total=None, connect=channel.connect_timeout_s, sock_read=channel.timeout_s)
     try:
         return await session.request(
             method, channel.base_url + path, data=body, headers=headers, timeout=timeout, allow_redirects=False

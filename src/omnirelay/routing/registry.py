@@ -50,6 +50,7 @@ class ChannelRegistry:
     def _weighted_order(self, tier: list[ChannelRecord]) -> list[ChannelRecord]:
         if len(tier) == 1:
             return tier
+
         # Efraimidis-Spirakis: sort by u^(1/w); a weight-0 channel goes last (a standby).
         def sort_key(channel: ChannelRecord) -> float:
             return self._rng.random() ** (1.0 / channel.weight) if channel.weight > 0 else -1.0

@@ -25,7 +25,9 @@ class NewKey:
 
 async def bump_config_version(session: AsyncSession) -> None:
     """Tell every running instance (they poll this row) that keys, channels or prices changed."""
-    result = await session.execute(update(ConfigVersion).where(ConfigVersion.id == 1).values(version=ConfigVersion.version + 1))
+    result = await session.execute(
+        update(ConfigVersion).where(ConfigVersion.id == 1).values(version=ConfigVersion.version + 1)
+    )
     if not result.rowcount:  # type: ignore[attr-defined]
         session.add(ConfigVersion(id=1, version=1))
         await session.flush()
@@ -109,7 +111,9 @@ async def sync_config_keys(session: AsyncSession, keys: list[KeyConfig]) -> None
         if await session.scalar(select(ApiKey.id).where(ApiKey.key_hash == hash_key(spec.key))) is not None:
             continue
         cap = None if spec.quota_usd is None else round(spec.quota_usd * 1_000_000)
-        await create_key(session, spec.name, account=spec.account, models=spec.models, key=spec.key, spend_cap_micros=cap)
+        await create_key(
+            session, spec.name, account=spec.account, models=spec.models, key=spec.key, spend_cap_micros=cap
+        )
 
 
 async def sync_config_channels(session: AsyncSession, channels: list[ChannelConfig], box: SecretBox) -> None:

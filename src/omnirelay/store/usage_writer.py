@@ -34,6 +34,7 @@ class UsageWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flushed = 0
+        self._flush_lock = asyncio.Lock()
 
     @property
     def flushed(self) -> int:
@@ -52,6 +53,12 @@ class UsageWriter:
             self._wakeup.set()
 
     async def flush(self) -> None:
+        """Write everything queued so far; a flush already running is waited for, so on return all rows recorded
+        before the call are in the database."""
+        async with self._flush_lock:
+            await self._flush_pending()
+
+    async def _flush_pending(self) -> None:
         while self._pending:
             batch = [self._pending.popleft() for _ in range(min(self._batch_size, len(self._pending)))]
             try:
