@@ -11,7 +11,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from omnirelay.api.anthropic import AnthropicSurface
 from omnirelay.api.errors import error_response
+from omnirelay.api.gemini import GeminiSurface
 from omnirelay.api.openai import OpenAISurface
 from omnirelay.api.relay import Relay
 from omnirelay.config import Settings, load_settings
@@ -24,7 +26,9 @@ def create_app(settings: Settings) -> Starlette:
     configure_logging(settings.log_level)
     gateway = Gateway(settings)
     relay = Relay(gateway)
-    openai_surface = OpenAISurface(gateway, relay)
+    gemini_surface = GeminiSurface(gateway, relay)
+    openai_surface = OpenAISurface(gateway, relay, gemini_surface)
+    anthropic_surface = AnthropicSurface(gateway, relay)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -42,7 +46,12 @@ def create_app(settings: Settings) -> Starlette:
         return error_response("openai", GatewayError(ErrorCode.internal, "The gateway hit an internal error."))
 
     app = Starlette(
-        routes=[Route("/health", health), *openai_surface.routes()],
+        routes=[
+            Route("/health", health),
+            *openai_surface.routes(),
+            *anthropic_surface.routes(),
+            *gemini_surface.routes(),
+        ],
         lifespan=lifespan,
         exception_handlers={Exception: internal_error},
     )

@@ -6,8 +6,9 @@ Tree::
      └── GatewayError                 .code (ErrorCode), .message, .param, .status, .retry_after
           └── (no subclasses: the code says what happened)
 
-Each ``ErrorCode`` knows, in one table, its HTTP status, the OpenAI ``type`` and ``code`` strings, the Anthropic
-error ``type``, Google's ``status`` word, whether failover may retry it, and its log level. Upstream failures are
+Each ``ErrorCode`` knows, in one table, its HTTP status, the format-neutral family that ``formats.errors``
+renders in each client's vocabulary (OpenAI ``type``, Anthropic ``error.type``, Google ``status``), OpenAI's specific
+``code`` string, whether failover may retry it, and its log level. Upstream failures are
 classified once, at the provider boundary, from the HTTP status (``ErrorCode.from_upstream_status``), never by
 searching message text. Messages must never contain an upstream secret: callers build them from fixed text and
 public names only.
@@ -22,48 +23,29 @@ from enum import Enum
 @dataclass(frozen=True, slots=True)
 class ErrorSpec:
     status: int
-    openai_type: str
+    family: str
+    """The format-neutral code that ``formats.errors`` renders in each client's vocabulary."""
     openai_code: str | None
-    anthropic_type: str
-    google_status: str
+    """OpenAI's ``error.code`` where OpenAI has a specific one (SDK users branch on it)."""
     retryable: bool
+    """May failover try another channel (and may the client's SDK retry)?"""
     log_level: str
 
 
 class ErrorCode(Enum):
-    invalid_request = ErrorSpec(
-        400, "invalid_request_error", None, "invalid_request_error", "INVALID_ARGUMENT", False, "info"
-    )
-    authentication = ErrorSpec(
-        401, "invalid_request_error", "invalid_api_key", "authentication_error", "UNAUTHENTICATED", False, "info"
-    )
-    insufficient_quota = ErrorSpec(
-        402, "insufficient_quota", "insufficient_quota", "billing_error", "RESOURCE_EXHAUSTED", False, "info"
-    )
-    permission = ErrorSpec(
-        403, "invalid_request_error", "model_not_allowed", "permission_error", "PERMISSION_DENIED", False, "info"
-    )
-    not_found = ErrorSpec(
-        404, "invalid_request_error", "model_not_found", "not_found_error", "NOT_FOUND", False, "info"
-    )
-    request_too_large = ErrorSpec(
-        413, "invalid_request_error", "request_too_large", "request_too_large", "INVALID_ARGUMENT", False, "info"
-    )
-    rate_limited = ErrorSpec(
-        429, "requests", "rate_limit_exceeded", "rate_limit_error", "RESOURCE_EXHAUSTED", True, "info"
-    )
-    internal = ErrorSpec(500, "server_error", None, "api_error", "INTERNAL", False, "error")
-    not_implemented = ErrorSpec(
-        501, "invalid_request_error", "not_implemented", "invalid_request_error", "UNIMPLEMENTED", False, "info"
-    )
-    upstream_error = ErrorSpec(502, "server_error", "upstream_error", "api_error", "UNAVAILABLE", True, "warning")
-    no_channel = ErrorSpec(
-        503, "server_error", "no_available_channel", "overloaded_error", "UNAVAILABLE", False, "warning"
-    )
-    upstream_timeout = ErrorSpec(
-        504, "server_error", "upstream_timeout", "api_error", "DEADLINE_EXCEEDED", True, "warning"
-    )
-    overloaded = ErrorSpec(529, "server_error", "overloaded", "overloaded_error", "UNAVAILABLE", True, "warning")
+    invalid_request = ErrorSpec(400, "invalid_request", None, False, "info")
+    authentication = ErrorSpec(401, "authentication", "invalid_api_key", False, "info")
+    insufficient_quota = ErrorSpec(402, "insufficient_quota", "insufficient_quota", False, "info")
+    permission = ErrorSpec(403, "permission", "model_not_allowed", False, "info")
+    not_found = ErrorSpec(404, "not_found", "model_not_found", False, "info")
+    request_too_large = ErrorSpec(413, "request_too_large", "request_too_large", False, "info")
+    rate_limited = ErrorSpec(429, "rate_limited", "rate_limit_exceeded", True, "info")
+    internal = ErrorSpec(500, "internal", None, False, "error")
+    not_implemented = ErrorSpec(501, "not_implemented", "not_implemented", False, "info")
+    upstream_error = ErrorSpec(502, "upstream_error", "upstream_error", True, "warning")
+    no_channel = ErrorSpec(503, "overloaded", "no_available_channel", False, "warning")
+    upstream_timeout = ErrorSpec(504, "upstream_timeout", "upstream_timeout", True, "warning")
+    overloaded = ErrorSpec(529, "overloaded", "overloaded", True, "warning")
 
     @property
     def spec(self) -> ErrorSpec:

@@ -6,25 +6,20 @@ import orjson
 from starlette.responses import Response
 
 from omnirelay.errors import GatewayError
+from omnirelay.formats.errors import error_object
 from omnirelay.providers.kinds import WireFormat
 
 
 def error_payload(surface: WireFormat, err: GatewayError) -> bytes:
     spec = err.code.spec
-    if surface == "anthropic":
-        return orjson.dumps({"type": "error", "error": {"type": spec.anthropic_type, "message": err.message}})
-    if surface == "gemini":
-        return orjson.dumps({"error": {"code": err.status, "message": err.message, "status": spec.google_status}})
-    return orjson.dumps(
-        {
-            "error": {
-                "message": err.message,
-                "type": err.type_override or spec.openai_type,
-                "param": err.param,
-                "code": spec.openai_code,
-            }
-        }
-    )
+    payload = error_object(surface, err.status, spec.family, err.message, err.param)
+    if surface == "openai":
+        detail = payload["error"]
+        assert isinstance(detail, dict)
+        detail["code"] = spec.openai_code
+        if err.type_override:
+            detail["type"] = err.type_override
+    return orjson.dumps(payload)
 
 
 def error_response(surface: WireFormat, err: GatewayError, request_id: str | None = None) -> Response:

@@ -6,14 +6,16 @@ Handlers parse only what routing and billing need (model, stream); the body itse
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from omnirelay.api.anthropic import anthropic_key, anthropic_model_list
+from omnirelay.api.common import bearer_token, client_ip, read_json_body
 from omnirelay.api.errors import error_response
+from omnirelay.api.gemini import GeminiSurface, is_gemini_request
 from omnirelay.api.relay import Call, Relay
 from omnirelay.errors import ErrorCode, GatewayError
 from omnirelay.gateway import Gateway
@@ -22,43 +24,11 @@ from omnirelay.gateway import Gateway
 REQUIRED_FIELDS = {"chat": ("model", "messages"), "completions": ("model", "prompt"), "embeddings": ("model", "input")}
 
 
-def bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header is None:
-        return None
-    scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else None
-
-
-def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
-
-
-async def read_json_body(request: Request, limit: int) -> tuple[bytes, dict[str, Any]]:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise GatewayError(ErrorCode.request_too_large, f"Request body is larger than {limit} bytes.")
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise GatewayError(ErrorCode.request_too_large, f"Request body is larger than {limit} bytes.")
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise GatewayError(ErrorCode.invalid_request, f"The request body is not valid JSON: {exc.msg}.") from None
-    if not isinstance(body, dict):
-        raise GatewayError(ErrorCode.invalid_request, "The request body must be a JSON object.")
-    return raw, body
-
-
 class OpenAISurface:
-    def __init__(self, gateway: Gateway, relay: Relay) -> None:
+    def __init__(self, gateway: Gateway, relay: Relay, gemini: GeminiSurface) -> None:
         self.gateway = gateway
         self.relay = relay
+        self.gemini = gemini
 
     def routes(self) -> list[Route]:
         return [
@@ -66,7 +36,7 @@ class OpenAISurface:
             Route("/v1/completions", self._endpoint("completions"), methods=["POST"]),
             Route("/v1/embeddings", self._endpoint("embeddings"), methods=["POST"]),
             Route("/v1/models", self.list_models, methods=["GET"]),
-            Route("/v1/models/{model:path}", self.get_model, methods=["GET"]),
+            Route("/v1/models/{target:path}", self.get_model, methods=["GET"]),
         ]
 
     def _endpoint(self, endpoint: str):  # type: ignore[no-untyped-def]
@@ -108,16 +78,24 @@ class OpenAISurface:
         return [m for m in self.gateway.registry.models() if key.allows_model(m)]
 
     async def list_models(self, request: Request) -> Response:
+        """Anthropic and Gemini SDKs read the same path; their headers say which shape they expect."""
+        if is_gemini_request(request):
+            return await self.gemini.list_models(request)
         try:
+            if "anthropic-version" in request.headers:
+                key = self.gateway.authenticate(anthropic_key(request), client_ip(request))
+                return anthropic_model_list(self.gateway, key)
             models = self._visible_models(request)
         except GatewayError as err:
-            return error_response("openai", err)
+            return error_response("anthropic" if "anthropic-version" in request.headers else "openai", err)
         created = int(time.time())
         data = [{"id": m, "object": "model", "created": created, "owned_by": "omnirelay"} for m in models]
         return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
     async def get_model(self, request: Request) -> Response:
-        model = request.path_params["model"]
+        if is_gemini_request(request):
+            return await self.gemini.get_model(request)
+        model = request.path_params["target"]
         try:
             if model not in self._visible_models(request):
                 raise GatewayError(ErrorCode.not_found, f"The model '{model}' does not exist", param="model")

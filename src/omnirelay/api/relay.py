@@ -1,8 +1,9 @@
 """One relayed call, end to end: choose channels, send, fail over before the first byte, stream back, meter.
 
-Same-format calls pass bytes through (``formats.passthrough``); the response body or stream is forwarded as it
-arrives and usage is read from it on the way. A usage row is queued for the batch writer when the call ends,
-whichever way it ends: success, upstream error, client disconnect.
+When the client's format equals the channel's, bytes pass through (``formats.passthrough``): only the model name
+changes, and the answer is forwarded as it arrives while usage is read from it on the way. Otherwise
+``formats.translate`` converts the request, the answer and every stream event. Either way a usage row is queued
+for the batch writer when the call ends, however it ends: success, upstream error, client disconnect.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import orjson
@@ -22,30 +23,62 @@ from starlette.responses import Response, StreamingResponse
 
 from omnirelay.billing import tokens
 from omnirelay.errors import ErrorCode, GatewayError
-from omnirelay.formats.passthrough import (
-    OpenAIPassthroughStream,
-    ensure_stream_usage,
-    openai_usage_to_usage,
-    replace_model,
+from omnirelay.formats.anthropic_messages import anthropic_usage_to_ir
+from omnirelay.formats.errors import error_event, upstream_error
+from omnirelay.formats.gemini import gemini_usage_to_ir
+from omnirelay.formats.ir import InvalidRequest as TranslationInvalid
+from omnirelay.formats.ir import NeedsFetch, TranslationError, UnsupportedField
+from omnirelay.formats.openai_chat import openai_usage_to_ir
+from omnirelay.formats.passthrough import ObservedStream, OpenAIPassthroughStream, ensure_stream_usage, replace_model
+from omnirelay.formats.translate import (
+    CallContext,
+    StreamTranslator,
+    parse_response,
+    render_response,
+    translate_request,
 )
-from omnirelay.formats.sse import encode_data
 from omnirelay.formats.usage import Usage
 from omnirelay.gateway import Gateway
 from omnirelay.providers.kinds import CHANNEL_KINDS, WireFormat
 from omnirelay.providers.upstream import open_upstream
+from omnirelay.providers.wire import upstream_path
 from omnirelay.routing.registry import Candidate
 from omnirelay.store.snapshot import KeyRecord
 
 log = structlog.get_logger(__name__)
 
-OPENAI_PATHS = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}
 MAX_ATTEMPTS = 3
 ERROR_BODY_LIMIT = 64 * 1024
-STREAM_READ_SIZE = 64 * 1024
+
+# Where each format keeps usage in a whole (non-stream) response body.
+USAGE_FIELDS: dict[WireFormat, tuple[str, Any]] = {
+    "openai": ("usage", openai_usage_to_ir),
+    "anthropic": ("usage", anthropic_usage_to_ir),
+    "gemini": ("usageMetadata", gemini_usage_to_ir),
+}
+
+# Offline prompt counters per client format, for calls whose upstream reports no usage.
+PROMPT_COUNTERS: dict[WireFormat, Any] = {
+    "openai": tokens.count_openai_chat_prompt,
+    "anthropic": tokens.count_anthropic_prompt,
+    "gemini": tokens.count_gemini_prompt,
+}
 
 
 def new_request_id() -> str:
     return "req_" + os.urandom(12).hex()
+
+
+class StreamTap(Protocol):
+    """What the relay needs of a stream handler, passthrough or translating."""
+
+    usage: Usage | None
+    produced: list[str]
+    finished: bool
+
+    def feed(self, chunk: bytes) -> bytes: ...
+
+    def finish(self) -> bytes: ...
 
 
 @dataclass(slots=True)
@@ -54,23 +87,36 @@ class Call:
 
     surface: WireFormat
     endpoint: str
+    """``chat`` (any format's chat call), or a format-specific operation (``embeddings``, ``completions``...)."""
     key: KeyRecord
     model: str
     stream: bool
     body: dict[str, Any]
     raw: bytes
     client_ip: str | None
+    gemini_sse: bool = True
+    """Gemini clients: ``alt=sse`` framing, else the JSON-array stream."""
     request_id: str = field(default_factory=new_request_id)
     started: float = field(default_factory=time.perf_counter)
     candidate: Candidate | None = None
     upstream_seconds: float = 0.0
     first_token_at: float | None = None
-    status: int = 0
-    error_code: str | None = None
 
     def overhead_ms(self, now: float | None = None) -> float:
         end = now if now is not None else time.perf_counter()
         return max(0.0, (end - self.started - self.upstream_seconds) * 1000)
+
+
+@dataclass(slots=True)
+class Prepared:
+    """The upstream request for one attempt and how to read its answer."""
+
+    path: str
+    body: bytes
+    upstream_format: WireFormat
+    context: CallContext | None = None
+    """Set when translating."""
+    hide_usage: bool = False
 
 
 class Relay:
@@ -95,27 +141,70 @@ class Relay:
         self._finish(call, Usage(), error.status, error.code.name)
         raise error
 
-    async def _attempt(self, call: Call, candidate: Candidate) -> Response:
+    def _prepare(self, call: Call, candidate: Candidate) -> Prepared:
         upstream_format = CHANNEL_KINDS[candidate.channel.type].wire_format
-        if upstream_format != call.surface:
+        model = candidate.upstream_model
+        if upstream_format == call.surface:
+            body, hide_usage = call.raw, False
+            if upstream_format == "openai" and call.stream:
+                body, hide_usage = ensure_stream_usage(body, call.body)
+            if upstream_format != "gemini":  # Gemini names the model in the URL
+                body = replace_model(body, call.body, model)
+            path = upstream_path(upstream_format, call.endpoint, model, call.stream, gemini_sse=call.gemini_sse)
+            return Prepared(path, body, upstream_format, hide_usage=hide_usage)
+        if call.endpoint != "chat":
             raise GatewayError(
                 ErrorCode.not_implemented,
-                f"Calling a {upstream_format} channel from the {call.surface} API is not supported yet.",
+                f"'{call.endpoint}' calls to a {upstream_format} channel are not supported "
+                f"(model '{call.model}' is served by one).",
             )
-        body, hide_usage = call.raw, False
-        if call.stream and call.endpoint != "embeddings":
-            body, hide_usage = ensure_stream_usage(body, call.body)
-        body = replace_model(body, call.body, candidate.upstream_model)
+        try:
+            translated = translate_request(
+                call.surface,
+                upstream_format,
+                call.body,
+                model=call.model,
+                upstream_model=model,
+                stream=call.stream,
+                gemini_sse=call.gemini_sse,
+                created=int(time.time()),
+                input_tokens_estimate=self._prompt_tokens(call),
+                response_model=call.model,
+            )
+        except UnsupportedField as exc:
+            raise GatewayError(ErrorCode.invalid_request, exc.message, param=exc.field) from None
+        except TranslationInvalid as exc:
+            raise GatewayError(ErrorCode.invalid_request, exc.message, param=exc.param) from None
+        except NeedsFetch as exc:
+            raise GatewayError(
+                ErrorCode.invalid_request,
+                "Images given by URL must be sent inline (base64) for this model's upstream.",
+                param="messages",
+            ) from exc
+        except TranslationError as exc:
+            raise GatewayError(ErrorCode.invalid_request, str(exc)) from None
+        path = upstream_path(upstream_format, "chat", translated.model, translated.stream)
+        return Prepared(path, translated.body, upstream_format, context=translated.context)
+
+    async def _attempt(self, call: Call, candidate: Candidate) -> Response:
+        prepared = self._prepare(call, candidate)
         sent = time.perf_counter()
-        response = await open_upstream(self.gateway.http, candidate, OPENAI_PATHS[call.endpoint], body)
+        response = await open_upstream(self.gateway.http, candidate, prepared.path, prepared.body)
         call.upstream_seconds += time.perf_counter() - sent
         if response.status >= 400:
-            raise await self._upstream_error(call, candidate, response)
+            raise await self._upstream_error(call, candidate, prepared, response)
         if call.stream:
-            return self._stream(call, response, OpenAIPassthroughStream(hide_usage))
-        return await self._complete(call, response)
+            tap: StreamTap
+            if prepared.context is not None:
+                tap = StreamTranslator(prepared.context)
+            elif prepared.upstream_format == "openai":
+                tap = OpenAIPassthroughStream(prepared.hide_usage)
+            else:
+                tap = ObservedStream(prepared.upstream_format)
+            return self._stream(call, response, tap)
+        return await self._complete(call, prepared, response)
 
-    async def _complete(self, call: Call, response: aiohttp.ClientResponse) -> Response:
+    async def _complete(self, call: Call, prepared: Prepared, response: aiohttp.ClientResponse) -> Response:
         reading = time.perf_counter()
         try:
             payload = await response.read()
@@ -124,78 +213,79 @@ class Relay:
         finally:
             response.release()
         call.upstream_seconds += time.perf_counter() - reading
-        usage = self._usage_of_body(call, payload)
-        call.status = 200
+        if prepared.context is not None:
+            answer = parse_response(prepared.context, payload)
+            usage = answer.usage if answer.usage is not None else self._estimate(call, [])
+            payload = orjson.dumps(render_response(prepared.context, answer))
+        else:
+            usage = self._usage_of_body(call, prepared.upstream_format, payload)
         headers = {"x-request-id": call.request_id, "x-omnirelay-overhead-ms": f"{call.overhead_ms():.2f}"}
         self._finish(call, usage, 200, None)
         return Response(payload, status_code=200, headers=headers, media_type="application/json")
 
-    def _usage_of_body(self, call: Call, payload: bytes) -> Usage:
+    def _usage_of_body(self, call: Call, fmt: WireFormat, payload: bytes) -> Usage:
         try:
             parsed = orjson.loads(payload)
         except orjson.JSONDecodeError:
             parsed = None
-        raw_usage = parsed.get("usage") if isinstance(parsed, dict) else None
+        name, reader = USAGE_FIELDS[fmt]
+        raw_usage = parsed.get(name) if isinstance(parsed, dict) else None
         if isinstance(raw_usage, dict):
-            return openai_usage_to_usage(raw_usage)
+            return reader(raw_usage)  # type: ignore[no-any-return]
         produced: list[str] = []
-        if isinstance(parsed, dict):
+        if isinstance(parsed, dict) and fmt == "openai":
             for choice in parsed.get("choices") or ():
                 message = choice.get("message") or {}
                 produced.append(message.get("content") or choice.get("text") or "")
         return self._estimate(call, produced)
 
+    def _prompt_tokens(self, call: Call) -> int:
+        if call.endpoint in ("embeddings", "completions"):
+            return tokens.count_openai_text_input(call.model, call.body.get("input", call.body.get("prompt")))
+        return int(PROMPT_COUNTERS[call.surface](call.model, call.body))
+
     def _estimate(self, call: Call, produced: list[str]) -> Usage:
         """The upstream gave no usage: count both sides offline so the call is still billed."""
-        if call.endpoint == "embeddings":
-            prompt = tokens.count_openai_text_input(call.model, call.body.get("input"))
-        else:
-            prompt = tokens.count_openai_chat_prompt(call.model, call.body)
-        completion = tokens.count_completion_text(call.model, "".join(produced)) if produced else 0
-        return Usage(input_tokens=prompt, output_tokens=completion, estimated=True)
+        text = "".join(produced)
+        completion = tokens.count_completion_text(call.model, text) if text else 0
+        return Usage(input_tokens=self._prompt_tokens(call), output_tokens=completion, estimated=True)
 
-    def _stream(self, call: Call, response: aiohttp.ClientResponse, tap: OpenAIPassthroughStream) -> Response:
+    def _stream(self, call: Call, response: aiohttp.ClientResponse, tap: StreamTap) -> Response:
         headers = {
             "x-request-id": call.request_id,
             "x-omnirelay-overhead-ms": f"{call.overhead_ms():.2f}",
             "cache-control": "no-cache",
             "x-accel-buffering": "no",
         }
-        return StreamingResponse(
-            self._relay_stream(call, response, tap), headers=headers, media_type="text/event-stream; charset=utf-8"
-        )
+        media_type = "text/event-stream; charset=utf-8"
+        if call.surface == "gemini" and not call.gemini_sse:
+            media_type = "application/json; charset=utf-8"
+        return StreamingResponse(self._relay_stream(call, response, tap), headers=headers, media_type=media_type)
 
-    async def _relay_stream(
-        self, call: Call, response: aiohttp.ClientResponse, tap: OpenAIPassthroughStream
-    ) -> AsyncIterator[bytes]:
+    async def _relay_stream(self, call: Call, response: aiohttp.ClientResponse, tap: StreamTap) -> AsyncIterator[bytes]:
         status, error_code = 200, None
         try:
             async for chunk in response.content.iter_any():
                 out = tap.feed(chunk)
-                if tap.got_content and call.first_token_at is None:
+                if call.first_token_at is None and tap.produced:
                     call.first_token_at = time.perf_counter()
                 if out:
                     yield out
             tail = tap.finish()
             if tail:
                 yield tail
-            if tap.error is not None:
+            if getattr(tap, "error", None) is not None:
                 status, error_code = 502, "upstream_stream_error"
             elif not tap.finished:
                 status, error_code = 502, "upstream_stream_cut"
         except (aiohttp.ClientError, TimeoutError):
             status, error_code = 502, "upstream_stream_broken"
-            yield encode_data(
-                orjson.dumps(
-                    {
-                        "error": {
-                            "message": "The upstream stream broke off before it finished.",
-                            "type": "server_error",
-                            "param": None,
-                            "code": "upstream_error",
-                        }
-                    }
-                )
+            tail = tap.finish() if isinstance(tap, StreamTranslator) else b""
+            yield tail or error_event(
+                call.surface,
+                "upstream_error",
+                "The upstream stream broke off before it finished.",
+                gemini_sse=call.gemini_sse,
             )
         except asyncio.CancelledError:
             status, error_code = 499, "client_disconnected"
@@ -205,7 +295,9 @@ class Relay:
             usage = tap.usage if tap.usage is not None else self._estimate(call, tap.produced)
             self._finish(call, usage, status, error_code)
 
-    async def _upstream_error(self, call: Call, candidate: Candidate, response: aiohttp.ClientResponse) -> GatewayError:
+    async def _upstream_error(
+        self, call: Call, candidate: Candidate, prepared: Prepared, response: aiohttp.ClientResponse
+    ) -> GatewayError:
         try:
             raw = await response.content.read(ERROR_BODY_LIMIT)
         except (aiohttp.ClientError, TimeoutError):
@@ -216,12 +308,20 @@ class Relay:
         channel = candidate.channel.name
         if response.status in (401, 403):
             return GatewayError(code, f"Upstream channel '{channel}' rejected its credentials.")
-        message, upstream_type, param = _openai_error_fields(raw)
-        message = _scrub(message or f"Upstream channel '{channel}' answered HTTP {response.status}.", candidate)
-        retry_after = _retry_after(response.headers.get("retry-after"))
-        status = response.status if 400 <= response.status < 500 and response.status not in (401, 403) else None
+        parsed = upstream_error(prepared.upstream_format, response.status, raw)
+        message = _scrub(parsed.message or f"Upstream channel '{channel}' answered HTTP {response.status}.", candidate)
+        retry_after = _retry_after(response.headers.get("retry-after")) or parsed.retry_after
+        status = response.status if 400 <= response.status < 500 else None
+        if call.surface == "anthropic" and response.status == 529:
+            status = 529
+        same_format = prepared.upstream_format == call.surface
         return GatewayError(
-            code, message, param=param, status=status, retry_after=retry_after, type_override=upstream_type
+            code,
+            message,
+            param=parsed.param,
+            status=status,
+            retry_after=retry_after,
+            type_override=parsed.vendor_type if same_format and call.surface == "openai" else None,
         )
 
     def _finish(self, call: Call, usage: Usage, status: int, error_code: str | None) -> None:
@@ -233,7 +333,7 @@ class Relay:
                 "created_at": datetime.now(UTC),
                 "key_id": call.key.id,
                 "account_id": call.key.account_id,
-                "endpoint": call.endpoint,
+                "endpoint": f"{call.surface}.{call.endpoint}",
                 "model": call.model,
                 "upstream_model": candidate.upstream_model if candidate else None,
                 "channel_id": candidate.channel.id if candidate else None,
@@ -252,22 +352,6 @@ class Relay:
                 "client_ip": call.client_ip,
             }
         )
-
-
-def _openai_error_fields(raw: bytes) -> tuple[str | None, str | None, str | None]:
-    try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None, None, None
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if not isinstance(error, dict):
-        return None, None, None
-    message = error.get("message")
-    return (
-        message if isinstance(message, str) else None,
-        error.get("type") if isinstance(error.get("type"), str) else None,
-        error.get("param") if isinstance(error.get("param"), str) else None,
-    )
 
 
 def _scrub(message: str, candidate: Candidate) -> str:

@@ -13,6 +13,20 @@ from typing import Any
 
 import orjson
 
+from omnirelay.formats.anthropic_stream import AnthropicStreamDecoder
+from omnirelay.formats.gemini_stream import GeminiFrameReader, GeminiStreamDecoder
+from omnirelay.formats.ir import (
+    Format,
+    StreamEnd,
+    StreamError,
+    StreamEvent,
+    StreamStart,
+    TextDelta,
+    ThinkingDelta,
+    ToolCallDelta,
+    UsageUpdate,
+)
+from omnirelay.formats.openai_chat import openai_usage_to_ir
 from omnirelay.formats.sse import DONE, SSEParser
 from omnirelay.formats.usage import Usage
 
@@ -44,18 +58,6 @@ def ensure_stream_usage(raw: bytes, body: dict[str, Any]) -> tuple[bytes, bool]:
     return orjson.dumps({**body, "stream_options": merged}), True
 
 
-def openai_usage_to_usage(raw: dict[str, Any]) -> Usage:
-    prompt_details = raw.get("prompt_tokens_details") or {}
-    completion_details = raw.get("completion_tokens_details") or {}
-    return Usage(
-        input_tokens=int(raw.get("prompt_tokens") or 0),
-        output_tokens=int(raw.get("completion_tokens") or 0),
-        cached_input_tokens=int(prompt_details.get("cached_tokens") or 0),
-        cache_write_tokens=int(prompt_details.get("cache_write_tokens") or 0),
-        reasoning_tokens=int(completion_details.get("reasoning_tokens") or 0),
-    )
-
-
 class OpenAIPassthroughStream:
     """Relays an OpenAI SSE stream event by event while reading usage and the produced text from it.
 
@@ -69,7 +71,6 @@ class OpenAIPassthroughStream:
         self.usage: Usage | None = None
         self.produced: list[str] = []
         """Content, reasoning and tool-argument text seen, for counting when no usage arrives."""
-        self.got_content = False
         self.finished = False
         """True once the upstream sent ``[DONE]``."""
         self.error: dict[str, Any] | None = None
@@ -100,7 +101,7 @@ class OpenAIPassthroughStream:
             self.error = payload["error"] if isinstance(payload["error"], dict) else {"message": str(payload)}
         usage = payload.get("usage")
         if usage:
-            self.usage = openai_usage_to_usage(usage)
+            self.usage = openai_usage_to_ir(usage)
         for choice in payload.get("choices") or ():
             self._collect(choice)
         if self._hide_usage:
@@ -115,9 +116,61 @@ class OpenAIPassthroughStream:
         for piece in (delta.get("content"), delta.get("reasoning_content"), text):
             if piece:
                 self.produced.append(piece)
-                self.got_content = True
         for call in delta.get("tool_calls") or ():
             arguments = (call.get("function") or {}).get("arguments")
             if arguments:
                 self.produced.append(arguments)
-                self.got_content = True
+
+
+class _SSEData:
+    __slots__ = ("_parser",)
+
+    def __init__(self) -> None:
+        self._parser = SSEParser()
+
+    def feed(self, chunk: bytes) -> list[str]:
+        return [event.data for event in self._parser.feed(chunk)]
+
+    def flush(self) -> list[str]:
+        return [event.data for event in self._parser.flush()]
+
+
+class ObservedStream:
+    """Same-format relay for Anthropic and Gemini streams: the bytes go to the client exactly as they came; a
+    decoder reads along to learn usage, produced text and whether the stream ended properly."""
+
+    def __init__(self, fmt: Format) -> None:
+        self._frames: _SSEData | GeminiFrameReader = GeminiFrameReader() if fmt == "gemini" else _SSEData()
+        self._decoder: AnthropicStreamDecoder | GeminiStreamDecoder = (
+            GeminiStreamDecoder() if fmt == "gemini" else AnthropicStreamDecoder()
+        )
+        self.usage: Usage | None = None
+        self.produced: list[str] = []
+        self.finished = False
+        self.error: StreamError | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        for payload in self._frames.feed(chunk):
+            self._observe(self._decoder.feed(payload))
+        return chunk
+
+    def finish(self) -> bytes:
+        for payload in self._frames.flush():
+            self._observe(self._decoder.feed(payload))
+        self._observe(self._decoder.close())
+        return b""
+
+    def _observe(self, events: list[StreamEvent]) -> None:
+        for event in events:
+            if isinstance(event, TextDelta | ThinkingDelta):
+                self.produced.append(event.text)
+            elif isinstance(event, ToolCallDelta):
+                self.produced.append(event.arguments)
+            elif isinstance(event, UsageUpdate):
+                self.usage = event.usage
+            elif isinstance(event, StreamStart) and event.usage is not None:
+                self.usage = event.usage
+            elif isinstance(event, StreamEnd):
+                self.finished = event.complete
+            elif isinstance(event, StreamError):
+                self.error = event
