@@ -11,25 +11,30 @@ Rate limits (``check_and_consume``)
     limit within 59.001 s; the log never admits more than the limit in any 60 s span, gives ``retry_after``
     to the millisecond, and lets ``adjust_tokens`` put a correction at the original request's timestamp so
     it leaves the window together with the request. Its cost is O(log n) per call and memory proportional to
-    what is in the window (bounded by ``rpm`` when set, because rejected requests are not recorded); buckets
-    would only win at per-scope rates far above anything a key sends.
+    what is in the window (requests and corrections; bounded by ``rpm`` when set, because rejected requests
+    are not recorded); buckets would only win at per-scope rates far above anything a key sends.
 
     All scopes of one call (typically the key and its account) are checked and recorded atomically: either
     every scope records the request and its ``tokens``, or nothing is recorded anywhere. A request is rejected
     when, in any scope, ``used_requests + 1 > rpm`` or ``used_tokens + tokens > tpm`` (so a window pushed over
-    its limit by ``adjust_tokens`` rejects even a 0-token request). A limit of ``None`` is not tracked at all
-    (nothing recorded); a limit of ``0`` rejects everything. Rejected requests are not recorded, so a client
-    that keeps retrying does not extend its own lockout.
+    its limit by ``adjust_tokens`` rejects even a 0-token request). ``None`` means unlimited: a scope with
+    neither limit keeps no state (and costs no round trip when no scope of the call is limited); a scope with
+    either limit records both its requests and its tokens. ``rpm=0`` rejects every request and ``tpm=0`` every
+    request that carries tokens. Rejected requests are not recorded, so a client that keeps retrying does not
+    extend its own lockout.
 
     ``retry_after_s`` is when the oldest counted entries will have left the window enough for this request to
     fit (the maximum over the failing scopes); ``math.inf`` when it can never fit (``tokens > tpm`` or a limit
-    of 0). ``reset_s`` follows OpenAI's definition of ``x-ratelimit-reset-*``: the time until the window is
-    back to its initial state (the newest counted entry leaves). ``remaining`` is after this request when it
-    was admitted, and the current headroom (never negative) when it was not.
+    of 0). ``reset_s`` follows OpenAI's definition of ``x-ratelimit-reset-*``, the time until the window is
+    back to its initial state: until the scope's newest entry leaves (so the full 60 s on admission, when
+    this request is the newest), 0 when nothing of that kind is counted. ``remaining`` is after this request
+    when it was admitted, and the current headroom (never negative) when it was not. Per kind, the decision
+    describes the tightest scope (least remaining), or the limiting scope for the kind that rejected.
 
-    Time is wall-clock seconds (``time.time``) unless ``now`` is passed; the Redis backend sends the caller's
-    clock into its script (not Redis ``TIME``), so instances sharing a Redis must keep their clocks in sync
-    (NTP); a skew of ``s`` seconds shifts where an instance sees the window edge by ``s``.
+    Time is wall-clock seconds (``time.time``) unless ``now`` is passed, rounded to the millisecond (returned
+    as ``RateDecision.at``). The Redis backend sends the caller's clock into its script (not Redis ``TIME``),
+    so instances sharing a Redis must keep their clocks in sync (NTP); a skew of ``s`` seconds shifts where an
+    instance sees the window edge by ``s``.
 
 Concurrency slots (``acquire_slot``)
     At most ``limit`` holders per scope. Every slot is a lease (10 minutes by default, renewable); an expired
@@ -46,8 +51,8 @@ Invalidation bus (``publish``/``subscribe``)
     before a subscription is active is not delivered, and a Redis reconnect may lose messages: subscribers
     should reload what they cache when they (re)subscribe.
 
-Failures: the Redis backend raises ``LimiterUnavailable`` (a ``ConnectionError``) when Redis cannot be reached;
-the caller chooses to fail open or closed.
+Failures: the Redis backend raises ``LimiterUnavailable`` (a ``ConnectionError``) when Redis cannot be
+reached; the caller chooses to fail open or closed.
 """
 
 from __future__ import annotations
@@ -119,7 +124,7 @@ class Slot:
 
 @dataclass(slots=True)
 class ScopeUsage:
-    """What one scope's window holds, in milliseconds, as both backends compute it (see ``build_decision``)."""
+    """What one scope's window holds (times in ms), as both backends compute it; see ``build_decision``."""
 
     req_used: int = 0
     req_reset_ms: int = 0
@@ -157,8 +162,8 @@ class Limiter(Protocol):
         self, scopes: Sequence[ScopeLimits], delta: int, at: float, now: float | None = None
     ) -> None:
         """Called after the response, when real usage is known: add ``delta`` (may be negative) tokens at
-        ``at`` (``RateDecision.at``) in each scope with a tpm, so the correction leaves the window together with
-        the original request. A no-op if ``at`` has already left the window."""
+        ``at`` (``RateDecision.at``) in each limited scope, so the correction leaves the window together
+        with the original request. A no-op if ``at`` has already left the window."""
         ...
 
     async def acquire_slot(
@@ -179,7 +184,9 @@ class Limiter(Protocol):
         """Called when the call ends, however it ends. Idempotent."""
         ...
 
-    async def try_add(self, name: str, amount: int, cap: int, *, ttl_s: float | None = None) -> tuple[bool, int]:
+    async def try_add(
+        self, name: str, amount: int, cap: int, *, ttl_s: float | None = None
+    ) -> tuple[bool, int]:
         """Billing's reservation: add ``amount`` only if ``current + amount <= cap``. Returns ``(True, new)``
         or ``(False, current)``, atomically across instances."""
         ...
@@ -212,7 +219,7 @@ class Limiter(Protocol):
     def slot(
         self, scope: str, limit: int, *, lease_s: float = DEFAULT_LEASE_S
     ) -> AbstractAsyncContextManager[Slot | None]:
-        """``async with limiter.slot(scope, 3) as slot:`` — ``slot`` is None when refused; released on exit."""
+        """``async with limiter.slot(scope, 3) as slot:``; ``slot`` is None when refused, released on exit."""
         return _held_slot(self, scope, limit, lease_s)
 
 

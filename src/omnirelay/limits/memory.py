@@ -3,10 +3,11 @@
 Every method runs to completion without awaiting, so on one event loop each call is atomic. Not thread-safe,
 and not shared between worker processes: run several workers (or instances) with the Redis backend.
 
-Per scope the sliding log is two deques, request timestamps and ``(timestamp, tokens)`` entries, kept in time
-order (appends are the common case; an out-of-order ``now`` or an ``adjust_tokens`` inserts by bisection) and
-pruned from the left on every touch. Scopes whose windows have emptied are swept every ``SWEEP_EVERY``
-calls, so memory follows what is in the window, not how many requests or keys were ever seen.
+Per scope the sliding log is two deques, request timestamps and ``(timestamp, tokens)`` entries (requests that
+carry tokens, and corrections), kept in time order (appends are the common case; an out-of-order ``now`` or an
+``adjust_tokens`` inserts by bisection) and pruned from the left on every touch. Scopes whose windows have
+emptied are swept every ``SWEEP_EVERY`` calls, so memory follows what is in the window, not how many requests
+or keys were ever seen.
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ SWEEP_EVERY = 4096
 
 
 class _Window:
+    """One scope's log: request timestamps, and ``(timestamp, tokens)`` for requests with tokens and for
+    corrections. Both in time order; ``tok_sum`` is the sum of ``tok``."""
+
     __slots__ = ("req", "tok", "tok_sum")
 
     def __init__(self) -> None:
@@ -53,6 +57,12 @@ class _Window:
         while tok and tok[0][0] <= cutoff:
             self.tok_sum -= tok.popleft()[1]
 
+    def add_request(self, at: int) -> None:
+        if not self.req or at >= self.req[-1]:
+            self.req.append(at)
+        else:
+            insort(self.req, at)
+
     def add_tokens(self, at: int, amount: int) -> None:
         if not self.tok or at >= self.tok[-1][0]:
             self.tok.append((at, amount))
@@ -61,30 +71,33 @@ class _Window:
         self.tok_sum += amount
 
     def usage(self, limits: ScopeLimits, tokens: int, now: int) -> ScopeUsage:
-        u = ScopeUsage()
-        req, tok = self.req, self.tok
-        rpm, tpm = limits.rpm, limits.tpm
-        if rpm is not None:
-            u.req_used = len(req)
-            if req:
-                u.req_reset_ms = req[-1] + WINDOW_MS - now
-            if u.req_used + 1 > rpm:
-                u.req_retry_ms = NEVER if rpm == 0 else req[u.req_used - rpm] + WINDOW_MS - now
-        if tpm is not None:
-            u.tok_used = self.tok_sum
-            if self.tok_sum > 0:
-                u.tok_reset_ms = tok[-1][0] + WINDOW_MS - now
-            if self.tok_sum + tokens > tpm:
-                u.tok_retry_ms = NEVER if tokens > tpm else self._token_retry(self.tok_sum + tokens - tpm, now)
+        req, rpm, tpm = self.req, limits.rpm, limits.tpm
+        u = ScopeUsage(req_used=len(req), tok_used=self.tok_sum)
+        if rpm is not None and u.req_used + 1 > rpm:
+            u.req_retry_ms = NEVER if rpm == 0 else req[u.req_used - rpm] + WINDOW_MS - now
+        if tpm is not None and u.tok_used + tokens > tpm:
+            u.tok_retry_ms = NEVER if tokens > tpm else self._token_retry(u.tok_used + tokens - tpm, now)
         return u
 
     def _token_retry(self, need: int, now: int) -> int:
-        freed = 0
+        # Entries with one timestamp leave together: only check where the timestamp changes.
+        freed, last = 0, None
         for at, amount in self.tok:
+            if last is not None and at != last and freed >= need:
+                return last + WINDOW_MS - now
+            last = at
             freed += amount
-            if freed >= need:
-                return at + WINDOW_MS - now
-        return self.tok[-1][0] + WINDOW_MS - now
+        if last is not None and freed >= need:
+            return last + WINDOW_MS - now
+        return WINDOW_MS
+
+    def newest(self) -> int | None:
+        req, tok = self.req, self.tok
+        if req and tok:
+            return max(req[-1], tok[-1][0])
+        if req:
+            return req[-1]
+        return tok[-1][0] if tok else None
 
     def empty(self) -> bool:
         return not self.req and not self.tok
@@ -169,11 +182,11 @@ class MemoryLimiter(Limiter):
         if self._calls % SWEEP_EVERY == 0:
             self._sweep(cutoff)
         windows = self._windows
+        tracked: list[ScopeLimits] = []
         usages: list[ScopeUsage] = []
         allowed = True
         for sl in scopes:
             if sl.rpm is None and sl.tpm is None:
-                usages.append(ScopeUsage())
                 continue
             win = windows.get(sl.scope)
             if win is None:
@@ -182,24 +195,26 @@ class MemoryLimiter(Limiter):
                 win.prune(cutoff)
             u = win.usage(sl, tokens, now_ms)
             allowed = allowed and u.req_retry_ms == FITS and u.tok_retry_ms == FITS
+            tracked.append(sl)
             usages.append(u)
-        if allowed:
-            for sl, u in zip(scopes, usages, strict=True):
-                if sl.rpm is None and sl.tpm is None:
-                    continue
-                win = windows[sl.scope]
-                if sl.rpm is not None:
-                    if not win.req or now_ms >= win.req[-1]:
-                        win.req.append(now_ms)
-                    else:
-                        insort(win.req, now_ms)
-                    u.req_used += 1
-                    u.req_reset_ms = max(u.req_reset_ms, WINDOW_MS)
-                if sl.tpm is not None and tokens:
+        for sl, u in zip(tracked, usages, strict=True):
+            win = windows[sl.scope]
+            if allowed:
+                win.add_request(now_ms)
+                if tokens:
                     win.add_tokens(now_ms, tokens)
-                    u.tok_used = win.tok_sum
-                    u.tok_reset_ms = max(u.tok_reset_ms, WINDOW_MS)
-        return build_decision(scopes, usages, allowed, now_ms)
+                u.req_used += 1
+                u.tok_used += tokens
+                u.req_reset_ms = WINDOW_MS
+                u.tok_reset_ms = WINDOW_MS if u.tok_used > 0 else 0
+            else:
+                newest = win.newest()
+                if newest is not None:
+                    if u.req_used > 0:
+                        u.req_reset_ms = newest + WINDOW_MS - now_ms
+                    if u.tok_used > 0:
+                        u.tok_reset_ms = newest + WINDOW_MS - now_ms
+        return build_decision(tracked, usages, allowed, now_ms)
 
     async def adjust_tokens(
         self, scopes: Sequence[ScopeLimits], delta: int, at: float, now: float | None = None
@@ -208,7 +223,7 @@ class MemoryLimiter(Limiter):
         if not delta or at_ms <= self._now_ms(now) - WINDOW_MS:
             return
         for sl in scopes:
-            if sl.tpm is not None:
+            if sl.rpm is not None or sl.tpm is not None:
                 win = self._windows.get(sl.scope)
                 if win is None:
                     win = self._windows[sl.scope] = _Window()
@@ -281,7 +296,9 @@ class MemoryLimiter(Limiter):
             counter.expires_at = now + ttl_s
         return counter.value
 
-    async def try_add(self, name: str, amount: int, cap: int, *, ttl_s: float | None = None) -> tuple[bool, int]:
+    async def try_add(
+        self, name: str, amount: int, cap: int, *, ttl_s: float | None = None
+    ) -> tuple[bool, int]:
         now = self._clock()
         counter = self._live(name, now)
         current = 0 if counter is None else counter.value
@@ -316,4 +333,3 @@ class MemoryLimiter(Limiter):
 
 def from_url(url: str | None, namespace: str) -> MemoryLimiter:
     return MemoryLimiter()
-

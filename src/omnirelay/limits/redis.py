@@ -1,0 +1,439 @@
+"""Redis limiter: every instance sharing one Redis sees one set of limits (the sum, not each).
+
+Semantics are those of ``base`` (the same test suite runs against both backends). Each operation is one round
+trip. Those that read and then write are Lua scripts, registered once and called by EVALSHA (redis-py reloads
+a script on NOSCRIPT), which Redis runs alone, so check and record are atomic across instances. The rate
+script gets the caller's clock as an argument (not Redis ``TIME``), which makes ``now`` injectable; instances
+therefore need synced clocks (NTP). Per limited scope it costs Redis about five commands in the steady state
+(HMGET, prune by ZRANGEBYSCORE/ZREMRANGEBYSCORE, ZADD, HSET; PEXPIRE only every half window).
+
+Keys (all under ``omnirelay:{<namespace>}:``; the braces make the namespace a Redis Cluster hash tag, so one
+script's keys always share a slot)::
+
+    rl:<scope>:log   sorted set of the window's entries, score = ms timestamp; members "r:<id>:<tokens>" for
+                     requests, "a:<id>:<delta>" for ``adjust_tokens`` corrections
+    rl:<scope>:sums  hash {n: requests, t: tokens} over the log, kept in step as entries are added and leave,
+                     and x: when the keys' expiry was last extended
+    slot:<scope>     sorted set of slot holders, score = lease expiry (ms)
+    ctr:<name>       integer spend counter
+    bus:<channel>    pub/sub channel
+
+Window keys expire between 1.5 and 2 windows after their last write, slot keys after their last lease, so idle
+scopes cost nothing. Connection failures and timeouts surface as ``LimiterUnavailable``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Self
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from omnirelay.limits.base import (
+    DEFAULT_LEASE_S,
+    WINDOW_MS,
+    Limiter,
+    LimiterUnavailable,
+    RateDecision,
+    ScopeLimits,
+    ScopeUsage,
+    Slot,
+    build_decision,
+    check_scopes,
+    to_ms,
+)
+
+# KEYS: per scope i: log zset, sums hash.
+# ARGV: now_ms, window_ms, tokens, request id, then per scope: rpm, tpm (-1 = not limited).
+# Returns: {allowed, then per scope: req_used, req_reset_ms, req_retry_ms, tok_used, tok_reset_ms,
+# tok_retry_ms} with retry -1 = fits, -2 = never fits (base.FITS / base.NEVER).
+_RATE_LUA = """
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local tokens = tonumber(ARGV[3])
+local cutoff = now - window
+local n = #KEYS / 2
+local state = {}
+local allowed = 1
+
+local function amount(member)
+  return tonumber(string.match(member, ':(%-?%d+)$'))
+end
+
+-- ms until enough of the oldest entries have left for `need` requests (or tokens) to be freed. Entries with
+-- one timestamp leave together, so the check is made only where the timestamp changes.
+local function retry_after(log, need, requests)
+  local freed, start, last = 0, 0, nil
+  while true do
+    local page = redis.call('ZRANGE', log, start, start + 127, 'WITHSCORES')
+    for j = 1, #page, 2 do
+      local score = tonumber(page[j + 1])
+      if last ~= nil and score ~= last and freed >= need then
+        return last + window - now
+      end
+      last = score
+      if requests then
+        if string.byte(page[j], 1) == 114 then freed = freed + 1 end
+      else
+        freed = freed + amount(page[j])
+      end
+    end
+    if #page < 256 then
+      if last ~= nil and freed >= need then return last + window - now end
+      return window
+    end
+    start = start + 128
+  end
+end
+
+for i = 1, n do
+  local log, sums = KEYS[2 * i - 1], KEYS[2 * i]
+  local rpm, tpm = tonumber(ARGV[3 + 2 * i]), tonumber(ARGV[4 + 2 * i])
+  local held = redis.call('HMGET', sums, 'n', 't', 'x')
+  local rused, tused = tonumber(held[1]) or 0, tonumber(held[2]) or 0
+  local expired = redis.call('ZRANGEBYSCORE', log, '-inf', cutoff)
+  for j = 1, #expired do
+    if string.byte(expired[j], 1) == 114 then rused = rused - 1 end
+    tused = tused - amount(expired[j])
+  end
+  if #expired > 0 then
+    redis.call('ZREMRANGEBYSCORE', log, '-inf', cutoff)
+  end
+  local rretry, tretry = -1, -1
+  if rpm >= 0 and rused + 1 > rpm then
+    allowed = 0
+    if rpm == 0 then rretry = -2 else rretry = retry_after(log, rused - rpm + 1, true) end
+  end
+  if tpm >= 0 and tused + tokens > tpm then
+    allowed = 0
+    if tokens > tpm then tretry = -2 else tretry = retry_after(log, tused + tokens - tpm, false) end
+  end
+  state[i] = {rused, tused, #expired > 0, rretry, tretry, tonumber(held[3]) or 0}
+end
+
+local out = {allowed}
+for i = 1, n do
+  local log, sums = KEYS[2 * i - 1], KEYS[2 * i]
+  local rused, tused, pruned, rretry, tretry, extended = unpack(state[i])
+  local rreset, treset = 0, 0
+  if allowed == 1 then
+    rused, tused = rused + 1, tused + tokens
+    redis.call('ZADD', log, ARGV[1], 'r:' .. ARGV[4] .. ':' .. ARGV[3])
+    -- Keys live two windows past their last extension, which is renewed every half window (field x), so a
+    -- key in use never expires and an idle one goes away.
+    if now - extended >= window / 2 or now < extended then
+      redis.call('HSET', sums, 'n', rused, 't', tused, 'x', ARGV[1])
+      redis.call('PEXPIRE', log, 2 * window)
+      redis.call('PEXPIRE', sums, 2 * window)
+    else
+      redis.call('HSET', sums, 'n', rused, 't', tused)
+    end
+    rreset = window
+    if tused > 0 then treset = window end
+  else
+    if pruned then redis.call('HSET', sums, 'n', rused, 't', tused) end
+    local newest = redis.call('ZRANGE', log, -1, -1, 'WITHSCORES')[2]
+    if newest then
+      newest = tonumber(newest) + window - now
+      if rused > 0 then rreset = newest end
+      if tused > 0 then treset = newest end
+    end
+  end
+  local k = #out
+  out[k + 1], out[k + 2], out[k + 3], out[k + 4], out[k + 5], out[k + 6] =
+    rused, rreset, rretry, tused, treset, tretry
+end
+return out
+"""
+
+# KEYS: per scope: log zset, sums hash. ARGV: at_ms, delta, id, ttl_ms.
+_ADJUST_LUA = """
+for i = 1, #KEYS, 2 do
+  redis.call('ZADD', KEYS[i], ARGV[1], 'a:' .. ARGV[3] .. ':' .. ARGV[2])
+  redis.call('HINCRBY', KEYS[i + 1], 't', ARGV[2])
+  redis.call('PEXPIRE', KEYS[i], ARGV[4])
+  redis.call('PEXPIRE', KEYS[i + 1], ARGV[4])
+end
+return 1
+"""
+
+# KEYS: slot zset. ARGV: now_ms, expires_ms, limit, holder.
+_ACQUIRE_LUA = """
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then
+    return 0
+  end
+end
+redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+local last = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
+redis.call('PEXPIRE', KEYS[1], math.max(last - tonumber(ARGV[1]), 1000))
+return 1
+"""
+
+# KEYS: slot zset. ARGV: now_ms, expires_ms, holder.
+_RENEW_LUA = """
+if not redis.call('ZSCORE', KEYS[1], ARGV[3]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[3])
+local last = tonumber(redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')[2])
+redis.call('PEXPIRE', KEYS[1], math.max(last - tonumber(ARGV[1]), 1000))
+return 1
+"""
+
+# KEYS: counter. ARGV: amount, cap, ttl_ms ('' = none). Returns {ok, value}.
+_TRY_ADD_LUA = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if current + tonumber(ARGV[1]) > tonumber(ARGV[2]) then
+  return {0, current}
+end
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if ARGV[3] ~= '' and redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return {1, value}
+"""
+
+# KEYS: counter. ARGV: delta, ttl_ms. Returns the new value.
+_ADD_TTL_LUA = """
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) == -1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return value
+"""
+
+
+@contextlib.contextmanager
+def _unavailable_on_failure() -> Iterator[None]:
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise LimiterUnavailable(f"redis unreachable: {exc}") from exc
+
+
+class RedisSubscription:
+    def __init__(self, pubsub: PubSub, channel: str, registry: set[RedisSubscription]) -> None:
+        self._pubsub = pubsub
+        self._channel = channel
+        self._registry = registry
+        self._active = False
+        self._closed = False
+        registry.add(self)
+
+    async def _start(self) -> None:
+        if not self._active:
+            with _unavailable_on_failure():
+                await self._pubsub.subscribe(self._channel)
+            self._active = True
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._closed:
+            raise StopAsyncIteration
+        await self._start()
+        while True:
+            try:
+                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if self._closed:
+                    raise StopAsyncIteration from None
+                raise LimiterUnavailable(f"redis unreachable: {exc}") from exc
+            if self._closed:
+                raise StopAsyncIteration
+            if message is not None and message["type"] == "message":
+                data: bytes = message["data"]
+                return data
+
+    async def __aenter__(self) -> Self:
+        await self._start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._registry.discard(self)
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+class RedisLimiter(Limiter):
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        *,
+        namespace: str = "default",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if "{" in namespace or "}" in namespace:
+            raise ValueError(f"namespace must not contain braces: {namespace!r}")
+        self._client = client
+        self._clock = clock
+        self._prefix = f"omnirelay:{{{namespace}}}:"
+        # Members must be unique across instances: a per-process random prefix and a counter.
+        self._instance = os.urandom(6).hex()
+        self._ids = itertools.count(1)
+        self._subscriptions: set[RedisSubscription] = set()
+        self._rate = client.register_script(_RATE_LUA)
+        self._adjust = client.register_script(_ADJUST_LUA)
+        self._acquire = client.register_script(_ACQUIRE_LUA)
+        self._renew = client.register_script(_RENEW_LUA)
+        self._try_add = client.register_script(_TRY_ADD_LUA)
+        self._add_ttl = client.register_script(_ADD_TTL_LUA)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        namespace: str = "default",
+        max_connections: int = 64,
+        timeout_s: float = 2.0,
+        clock: Callable[[], float] = time.time,
+    ) -> Self:
+        """A client with a bounded pool: callers beyond ``max_connections`` wait (up to ``timeout_s``) for a
+        connection instead of opening one each; a Redis that does not answer within ``timeout_s`` raises
+        ``LimiterUnavailable`` rather than stalling the request."""
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=timeout_s,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+        )
+        return cls(aioredis.Redis.from_pool(pool), namespace=namespace, clock=clock)
+
+    def _id(self) -> str:
+        return f"{self._instance}:{next(self._ids)}"
+
+    def _now_ms(self, now: float | None) -> int:
+        return to_ms(self._clock() if now is None else now)
+
+    # -- rate limits --------------------------------------------------------------------------------------
+
+    async def check_and_consume(
+        self, scopes: Sequence[ScopeLimits], tokens: int, now: float | None = None
+    ) -> RateDecision:
+        check_scopes(scopes, tokens)
+        now_ms = self._now_ms(now)
+        tracked = [sl for sl in scopes if sl.rpm is not None or sl.tpm is not None]
+        if not tracked:
+            return build_decision(tracked, [], True, now_ms)
+        keys: list[str] = []
+        args: list[int | str] = [now_ms, WINDOW_MS, tokens, self._id()]
+        for sl in tracked:
+            base = f"{self._prefix}rl:{sl.scope}:"
+            keys += (base + "log", base + "sums")
+            args += (-1 if sl.rpm is None else sl.rpm, -1 if sl.tpm is None else sl.tpm)
+        with _unavailable_on_failure():
+            out: list[int] = await self._rate(keys=keys, args=args)
+        usages = [ScopeUsage(*out[i : i + 6]) for i in range(1, len(out), 6)]
+        return build_decision(tracked, usages, out[0] == 1, now_ms)
+
+    async def adjust_tokens(
+        self, scopes: Sequence[ScopeLimits], delta: int, at: float, now: float | None = None
+    ) -> None:
+        at_ms = to_ms(at)
+        if not delta or at_ms <= self._now_ms(now) - WINDOW_MS:
+            return
+        keys: list[str] = []
+        for sl in scopes:
+            if sl.rpm is not None or sl.tpm is not None:
+                base = f"{self._prefix}rl:{sl.scope}:"
+                keys += (base + "log", base + "sums")
+        if keys:
+            with _unavailable_on_failure():
+                await self._adjust(keys=keys, args=[at_ms, delta, self._id(), 2 * WINDOW_MS])
+
+    # -- concurrency slots ----------------------------------------------------------------------------------
+
+    async def acquire_slot(
+        self, scope: str, limit: int, *, lease_s: float = DEFAULT_LEASE_S, now: float | None = None
+    ) -> Slot | None:
+        if limit <= 0:
+            return None
+        now_ms = self._now_ms(now)
+        expires_ms = now_ms + to_ms(lease_s)
+        holder = self._id()
+        with _unavailable_on_failure():
+            ok = await self._acquire(
+                keys=[self._prefix + "slot:" + scope], args=[now_ms, expires_ms, limit, holder]
+            )
+        return Slot(scope=scope, holder=holder, expires_at=expires_ms / 1000) if ok else None
+
+    async def renew_slot(
+        self, slot: Slot, *, lease_s: float = DEFAULT_LEASE_S, now: float | None = None
+    ) -> Slot | None:
+        now_ms = self._now_ms(now)
+        expires_ms = now_ms + to_ms(lease_s)
+        with _unavailable_on_failure():
+            ok = await self._renew(
+                keys=[self._prefix + "slot:" + slot.scope], args=[now_ms, expires_ms, slot.holder]
+            )
+        return Slot(scope=slot.scope, holder=slot.holder, expires_at=expires_ms / 1000) if ok else None
+
+    async def release(self, slot: Slot) -> None:
+        with _unavailable_on_failure():
+            await self._client.zrem(self._prefix + "slot:" + slot.scope, slot.holder)
+
+    # -- spend counters -------------------------------------------------------------------------------------
+
+    async def try_add(
+        self, name: str, amount: int, cap: int, *, ttl_s: float | None = None
+    ) -> tuple[bool, int]:
+        ttl: int | str = "" if ttl_s is None else to_ms(ttl_s)
+        with _unavailable_on_failure():
+            ok, value = await self._try_add(keys=[self._prefix + "ctr:" + name], args=[amount, cap, ttl])
+        return ok == 1, int(value)
+
+    async def add(self, name: str, delta: int, *, ttl_s: float | None = None) -> int:
+        key = self._prefix + "ctr:" + name
+        with _unavailable_on_failure():
+            if ttl_s is None:
+                return int(await self._client.incrby(key, delta))
+            return int(await self._add_ttl(keys=[key], args=[delta, to_ms(ttl_s)]))
+
+    async def get(self, name: str) -> int:
+        with _unavailable_on_failure():
+            raw: Any = await self._client.get(self._prefix + "ctr:" + name)
+        return 0 if raw is None else int(raw)
+
+    async def set(self, name: str, value: int, *, ttl_s: float | None = None) -> None:
+        with _unavailable_on_failure():
+            await self._client.set(
+                self._prefix + "ctr:" + name, value, px=None if ttl_s is None else to_ms(ttl_s)
+            )
+
+    # -- invalidation bus -----------------------------------------------------------------------------------
+
+    async def publish(self, channel: str, message: bytes) -> None:
+        with _unavailable_on_failure():
+            await self._client.publish(self._prefix + "bus:" + channel, message)
+
+    def subscribe(self, channel: str) -> RedisSubscription:
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        return RedisSubscription(pubsub, self._prefix + "bus:" + channel, self._subscriptions)
+
+    async def close(self) -> None:
+        for subscription in list(self._subscriptions):
+            await subscription.aclose()
+        await self._client.aclose()
+
+
+def from_url(url: str | None, namespace: str) -> RedisLimiter:
+    if url is None:
+        raise ValueError("the Redis backend needs a URL")
+    return RedisLimiter.from_url(url, namespace=namespace)
