@@ -107,9 +107,10 @@ def as_ratio(value: RatioLike, *, what: str = "multiplier") -> tuple[int, int]:
             raise ValueError(f"{what} must not be negative: {value}")
         return value, 1
     if isinstance(value, Fraction):
-        if value < 0:
+        numerator = value.numerator
+        if numerator < 0:
             raise ValueError(f"{what} must not be negative: {value}")
-        return value.numerator, value.denominator
+        return numerator, value.denominator
     number = _to_decimal(value, what)
     if number < 0:
         raise ValueError(f"{what} must not be negative: {value!r}")
