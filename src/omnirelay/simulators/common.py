@@ -59,7 +59,9 @@ class SimKnobs:
     """Leave usage out of the response, as some OpenAI-compatible vendors do."""
 
     def merged(self, overrides: dict[str, str]) -> SimKnobs:
-        known = {f.name: f.type for f in fields(self)}
+        if not overrides:
+            return self
+        known = _KNOB_NAMES
         values: dict[str, Any] = {}
         for raw_name, raw_value in overrides.items():
             name = raw_name.replace("-", "_")
@@ -67,6 +69,9 @@ class SimKnobs:
                 continue
             values[name] = _convert(name, raw_value)
         return replace(self, **values) if values else self
+
+
+_KNOB_NAMES = frozenset(f.name for f in fields(SimKnobs))
 
 
 def _convert(name: str, value: str) -> Any:
@@ -129,7 +134,7 @@ class SimulatorState:
     def record(self, request: Request, body: bytes) -> None:
         self.request_count += 1
         self.requests.append(
-            RecordedRequest(request.method, request.url.path, dict(request.headers.items()), body)
+            RecordedRequest(request.method, request.scope["path"], dict(request.headers.items()), body)
         )
 
     def key_ok(self, key: str | None) -> bool:

@@ -1,23 +1,27 @@
 """The fake OpenAI upstream: Chat Completions, legacy Completions, Embeddings and Models over real HTTP.
 
-Every test, ``omnirelay demo`` and the load benchmark talk to this instead of api.openai.com, so it copies what the
-official SDK and real clients depend on (the recorded framing of wire-examples O1-O7: chunk order, ``usage: null``
-on non-final chunks, the usage chunk after the finish chunks, ``[DONE]``, error bodies and headers) and is
-deterministic: the same prompt gets the same reply. Knobs, faults and the request log come from ``common``.
+Every test, ``omnirelay demo`` and the load benchmark talk to this instead of api.openai.com, so it copies
+what the official SDK and real clients depend on (the recorded framing of wire-examples O1-O7: chunk order,
+``usage: null`` on non-final chunks, the usage chunk after the finish chunks, ``[DONE]``, error bodies and
+headers) and is deterministic: the same prompt gets the same reply. Knobs, faults and the request log come
+from ``common``; what the model says comes from ``openai_content``.
 
-A response is built once as choices and usage, then serialized either as one JSON body or as SSE frames; faults
-and timing are applied by the sender, never by the builders.
+A response is built once as choices and usage, then serialized either as one JSON body or as SSE frames;
+delays and faults are applied by the sender, never by the builders.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
+import base64
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from functools import lru_cache
+from random import Random
+from typing import Any, TypeVar
 
 import orjson
 from starlette.applications import Starlette
@@ -37,47 +41,43 @@ from omnirelay.simulators.common import (
     strip_directives,
 )
 from omnirelay.simulators.openai_content import (
-    EMBEDDING_ENCODING,
+    InvalidRequest,
+    JSONObject,
     Piece,
+    Prompt,
     argument_fragments,
+    chat_prompt,
     count_tokens,
+    cut_reply,
     embedding_base64,
+    embedding_inputs,
     embedding_vector,
+    int_param,
+    legacy_prompts,
     logprob_entry,
+    reply_pieces,
+    require,
     text_pieces,
-    value_for_schema,
+    tool_arguments,
+    tools_to_call,
     warm_tokenizers,
     word_pieces,
 )
 
-JSONObject = dict[str, Any]
+RawHeaders = list[tuple[bytes, bytes]]
 Frame = tuple[bytes, bool]
-"""One SSE event and whether it carries a token (only those are paced by ``tokens_per_second``)."""
+"""One SSE event and whether it carries a token (only those wait for ``ttft_ms``/``tokens_per_second``)."""
 T = TypeVar("T")
 
-DEFAULT_MODELS: tuple[str, ...] = (
-    "gpt-4o",
-    "gpt-4o-mini",
-    "gpt-4.1",
-    "gpt-4.1-mini",
-    "gpt-4.1-nano",
-    "o3-mini",
-    "o4-mini",
-    "gpt-3.5-turbo",
-    "gpt-3.5-turbo-instruct",
-    "text-embedding-3-small",
-    "text-embedding-3-large",
-    "text-embedding-ada-002",
+DEFAULT_MODELS: tuple[str, ...] = tuple(
+    "gpt-4o gpt-4o-mini gpt-4.1 gpt-4.1-mini gpt-4.1-nano o3-mini o4-mini gpt-3.5-turbo "
+    "gpt-3.5-turbo-instruct text-embedding-3-small text-embedding-3-large text-embedding-ada-002".split()
 )
 _MODEL_CREATED = {"gpt-4o-mini": 1721172741, "gpt-4o": 1715367049, "text-embedding-3-small": 1705948997}
-IMAGE_TOKENS = 85
-"""Prompt tokens an image part costs (OpenAI's low-detail price)."""
-AUDIO_TOKENS = 100
-"""Prompt tokens an ``input_audio`` part costs; the real count depends on duration."""
 EMBEDDING_DIMENSIONS = {"text-embedding-3-large": 3072}
-DEFAULT_EMBEDDING_DIMENSIONS = 1536
+"""Native sizes that differ from 1536 (``-3-small``, ``ada-002`` and anything unknown)."""
 FINGERPRINT = "fp_5f0e1a9c3d"
-_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+_ID_ALPHABET = bytes.maketrans(b"+/", b"Ab")
 _TOKEN_DETAILS = {
     "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
     "completion_tokens_details": {
@@ -87,81 +87,59 @@ _TOKEN_DETAILS = {
         "rejected_prediction_tokens": 0,
     },
 }
-_RATE_LIMIT_HEADERS = {
-    "x-ratelimit-limit-requests": "10000",
-    "x-ratelimit-limit-tokens": "30000000",
-    "x-ratelimit-remaining-requests": "9999",
-    "x-ratelimit-remaining-tokens": "29999000",
-    "x-ratelimit-reset-requests": "6ms",
-    "x-ratelimit-reset-tokens": "0s",
-}
-_MALFORMED_EVENT = b"data: {not json\n\n"
-
-# Status fault -> (message, type, param, code). ``{model}`` and ``{key}`` are filled in per request.
+_STATIC_HEADERS: RawHeaders = [
+    (b"openai-version", b"2020-10-01"),
+    (b"openai-organization", b"org-simulator"),
+    (b"x-ratelimit-limit-requests", b"10000"),
+    (b"x-ratelimit-limit-tokens", b"30000000"),
+    (b"x-ratelimit-remaining-requests", b"9999"),
+    (b"x-ratelimit-remaining-tokens", b"29999000"),
+    (b"x-ratelimit-reset-requests", b"6ms"),
+    (b"x-ratelimit-reset-tokens", b"0s"),
+]
+_SERVER_ERROR = "The server had an error while processing your request. Sorry about that!"
+_KEY_ERROR = (
+    "Incorrect API key provided: {key}. You can find your API key at https://platform.openai.com/account/api-keys."
+)
+_RATE_ERROR = (
+    "Rate limit reached for {model} in organization org-simulator on tokens per min (TPM): Limit 30000, "
+    "Used 29000, Requested 1500. Please try again in {retry}s. Visit "
+    "https://platform.openai.com/account/rate-limits to learn more."
+)
+_CONTEXT_ERROR = (
+    "This model's maximum context length is 128000 tokens. However, your messages resulted in 130415 tokens. "
+    "Please reduce the length of the messages."
+)
 _FAULT_ERRORS: dict[str, tuple[str, str, str | None, str | None]] = {
-    "400": (
-        "This model's maximum context length is 128000 tokens. However, your messages resulted in 130415 "
-        "tokens. Please reduce the length of the messages.",
-        "invalid_request_error",
-        "messages",
-        "context_length_exceeded",
-    ),
-    "401": (
-        "Incorrect API key provided: {key}. You can find your API key at "
-        "https://platform.openai.com/account/api-keys.",
-        "invalid_request_error",
-        None,
-        "invalid_api_key",
-    ),
+    "400": (_CONTEXT_ERROR, "invalid_request_error", "messages", "context_length_exceeded"),
+    "401": (_KEY_ERROR, "invalid_request_error", None, "invalid_api_key"),
     "403": ("Country, region, or territory not supported", "request_forbidden", None, "unsupported_country"),
     "404": (
         "The model `{model}` does not exist or you do not have access to it.",
         "invalid_request_error",
-        None,
+        "model",
         "model_not_found",
     ),
     "408": ("Request timed out.", "server_error", None, None),
     "413": ("Request too large.", "invalid_request_error", None, "request_too_large"),
     "422": ("Unprocessable request.", "invalid_request_error", None, None),
-    "429": (
-        "Rate limit reached for {model} in organization org-simulator on tokens per min (TPM): Limit 30000, "
-        "Used 29000, Requested 1500. Please try again in 1.0s. Visit "
-        "https://platform.openai.com/account/rate-limits to learn more.",
-        "tokens",
-        None,
-        "rate_limit_exceeded",
-    ),
-    "500": (
-        "The server had an error while processing your request. Sorry about that!",
-        "server_error",
-        None,
-        None,
-    ),
+    "429": (_RATE_ERROR, "tokens", None, "rate_limit_exceeded"),
+    "500": (_SERVER_ERROR, "server_error", None, None),
     "502": ("Bad gateway.", "server_error", None, None),
     "503": ("The engine is currently overloaded, please try again later.", "server_error", None, None),
     "529": ("Overloaded", "server_error", None, None),
 }
+"""Status fault -> (message, type, param, code); the 4xx/5xx wording of wire-examples O5."""
+_STREAM_ERROR = orjson.dumps({"error": {"message": _SERVER_ERROR, "type": "server_error", "param": None, "code": None}})
 
 
 class SimulatedConnectionReset(ConnectionResetError):
-    """Raised inside a response on purpose: the server then drops the connection mid-body (the ``reset`` fault)."""
-
-
-class _Invalid(Exception):
-    """A request the real API would refuse with 400 ``invalid_request_error``."""
-
-    def __init__(self, message: str, param: str | None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message, self.param, self.code = message, param, code
-
-
-def _missing(name: str) -> _Invalid:
-    return _Invalid(f"Missing required parameter: '{name}'.", name, "missing_required_parameter")
+    """Raised inside a response on purpose, so the server drops the connection mid-body (``reset``)."""
 
 
 @dataclass(slots=True)
 class _Call:
-    """One request in flight: its body, whether it streams, and when it arrived (for ``openai-processing-ms``)."""
+    """One request in flight: its body and when it arrived (for ``openai-processing-ms``)."""
 
     request: Request
     started: float
@@ -175,76 +153,6 @@ class _Call:
     def include_usage(self) -> bool:
         options = self.body.get("stream_options")
         return isinstance(options, dict) and options.get("include_usage") is True
-
-
-# ------------------------------------------------------------------------------------------------ prompts
-
-
-@dataclass(slots=True)
-class _Prompt:
-    text: str
-    """All prompt text, directives included (knobs are read from it)."""
-    tokens: int
-    tool_result: str | None = None
-    """Content of the trailing ``tool`` messages: the model answers from it instead of calling tools again."""
-
-    @property
-    def seed(self) -> str:
-        return strip_directives(self.text)
-
-
-def _part_text(part: Any) -> tuple[str, int]:
-    """Text of one content part and the extra prompt tokens it costs (images and audio)."""
-    if not isinstance(part, dict):
-        return "", 0
-    kind = part.get("type")
-    if kind == "image_url":
-        return "", IMAGE_TOKENS
-    if kind == "input_audio":
-        return "", AUDIO_TOKENS
-    return str(part.get("text") or part.get("refusal") or ""), 0
-
-
-def _content_text(content: Any) -> tuple[str, int]:
-    if isinstance(content, str):
-        return content, 0
-    if not isinstance(content, list):
-        return "", 0
-    parts = [_part_text(p) for p in content]
-    return "\n".join(t for t, _ in parts if t), sum(extra for _, extra in parts)
-
-
-def _chat_prompt(messages: Any, tools: Any) -> _Prompt:
-    """Prompt text and tokens counted the OpenAI way: 3 per message, role and content, 3 to prime the reply."""
-    if not isinstance(messages, list) or not messages:
-        raise _Invalid("Invalid 'messages': expected a non-empty array of messages.", "messages")
-    texts: list[str] = []
-    tokens = 3 + (count_tokens(orjson.dumps(tools).decode()) if tools else 0)
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise _Invalid(f"Invalid 'messages[{i}]': expected an object with a 'role'.", f"messages[{i}]")
-        text, extra = _content_text(message.get("content"))
-        texts.append(text)
-        tokens += 3 + count_tokens(message["role"]) + count_tokens(text) + extra
-        if isinstance(message.get("name"), str):
-            tokens += 1 + count_tokens(message["name"])
-        for tool_call in message.get("tool_calls") or ():
-            function = tool_call.get("function") if isinstance(tool_call, dict) else None
-            if isinstance(function, dict):
-                tokens += count_tokens(str(function.get("name", ""))) + count_tokens(
-                    str(function.get("arguments"))
-                )
-    trailing = [_content_text(m.get("content"))[0] for m in _trailing_tool_messages(messages)]
-    return _Prompt("\n".join(texts), tokens, "; ".join(trailing) if trailing else None)
-
-
-def _trailing_tool_messages(messages: list[Any]) -> list[JSONObject]:
-    found: list[JSONObject] = []
-    for message in reversed(messages):
-        if message.get("role") != "tool":
-            break
-        found.append(message)
-    return found[::-1]
 
 
 # ------------------------------------------------------------------------------------------------ choices
@@ -283,80 +191,6 @@ class _Choice:
         return {"content": [logprob_entry(text, self.top_logprobs) for text, _ in pieces], "refusal": None}
 
 
-def _int_param(body: JSONObject, name: str, default: int | None, low: int, high: int) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return default
-    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise _Invalid(f"Invalid '{name}': expected an integer from {low} to {high}, got {value!r}.", name)
-    return value
-
-
-def _stops(body: JSONObject) -> list[str]:
-    stop = body.get("stop")
-    if isinstance(stop, str):
-        return [stop] if stop else []
-    return [s for s in stop if isinstance(s, str) and s] if isinstance(stop, list) else []
-
-
-def _cut(pieces: Sequence[Piece], stops: list[str], limit: int | None) -> tuple[Sequence[Piece], str]:
-    """Apply stop sequences, then the token limit; the finish reason says which one ended the reply."""
-    if stops:
-        text = "".join(t for t, _ in pieces)
-        hits = [at for at in (text.find(s) for s in stops) if at >= 0]
-        if hits:
-            pieces = text_pieces(text[: min(hits)])
-    if limit is None or sum(n for _, n in pieces) <= limit:
-        return pieces, "stop"
-    kept: list[Piece] = []
-    used = 0
-    for piece in pieces:
-        if used + piece[1] > limit:
-            break
-        kept.append(piece)
-        used += piece[1]
-    return kept, "length"
-
-
-def _reply(body: JSONObject, prompt: _Prompt, knobs: SimKnobs, seed: str) -> Sequence[Piece]:
-    """What the assistant says: a tool-result echo, the ``reply`` knob, JSON for a response_format, or words."""
-    if prompt.tool_result is not None:
-        return text_pieces(f"The result is: {prompt.tool_result}")
-    if knobs.reply is not None:
-        return text_pieces(knobs.reply)
-    response_format = body.get("response_format")
-    if not isinstance(response_format, dict):
-        return word_pieces(seed, knobs.output_tokens)
-    if response_format.get("type") == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema") or {}
-        return text_pieces(orjson.dumps(value_for_schema(schema, seed)).decode())
-    if response_format.get("type") == "json_object":
-        words = "".join(w for w, _ in word_pieces(seed, knobs.output_tokens))
-        return text_pieces(orjson.dumps({"answer": words}).decode())
-    return word_pieces(seed, knobs.output_tokens)
-
-
-def _tools_to_call(body: JSONObject, prompt: _Prompt, knobs: SimKnobs) -> list[JSONObject]:
-    """The ``function`` objects the model calls now: the forced one, or the first ``knobs.tool_calls`` offered."""
-    tools = [
-        t["function"] for t in body.get("tools") or () if isinstance(t, dict) and t.get("type") == "function"
-    ]
-    choice = body.get("tool_choice", "auto")
-    if not tools or choice == "none" or prompt.tool_result is not None:
-        return []
-    if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name")
-        forced = [t for t in tools if t.get("name") == name]
-        if not forced:
-            raise _Invalid(f"Invalid 'tool_choice': no function named {name!r} in 'tools'.", "tool_choice")
-        return forced[:1]
-    count = knobs.tool_calls if choice != "required" else max(1, knobs.tool_calls)
-    return tools[: 1 if body.get("parallel_tool_calls") is False else count]
-
-
-# ------------------------------------------------------------------------------------------------ results
-
-
 @dataclass(slots=True)
 class _Envelope:
     """Fields every body and chunk of one response share."""
@@ -378,16 +212,21 @@ class _Envelope:
         }
 
 
-class _Result(Protocol):
-    completion_tokens: int
+def _usage(prompt_tokens: int, choices: list[_Choice], details: bool) -> JSONObject:
+    completion = sum(c.tokens for c in choices)
+    usage = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion,
+        "total_tokens": prompt_tokens + completion,
+    }
+    return {**usage, **_TOKEN_DETAILS} if details else usage
 
-    def body(self) -> JSONObject: ...
 
-    def frames(self, include_usage: bool) -> list[Frame]: ...
+# ------------------------------------------------------------------------------------------------ results
 
 
 def _interleave(sequences: list[list[T]]) -> list[T]:
-    """O4's order for n>1: each choice's role chunk with its first token, then one token per choice in turn."""
+    """O4's order for n>1: each choice's role chunk with its first token, then a token per choice in turn."""
     if len(sequences) == 1:
         return sequences[0]
     rounds = [[seq[:2], *([item] for item in seq[2:])] for seq in sequences]
@@ -399,57 +238,61 @@ def _interleave(sequences: list[list[T]]) -> list[T]:
     return ordered
 
 
-def _frames(
-    envelope: _Envelope,
-    sequences: list[list[tuple[JSONObject, bool]]],
-    finishes: list[JSONObject],
-    usage: JSONObject | None,
-    include_usage: bool,
-) -> list[Frame]:
-    """SSE frames of a completion: choice chunks, finish chunks, the usage chunk if asked, then ``[DONE]``."""
-    head = envelope.head(envelope.chunk_object)
-    with_usage = usage is not None and include_usage
-    prefix = orjson.dumps(head)[:-1] + b',"choices":['
-    suffix = b'],"usage":null}' if with_usage else b"]}"
-    frames = [(encode_data(prefix + orjson.dumps(c) + suffix), paced) for c, paced in _interleave(sequences)]
-    frames += [(encode_data(prefix + orjson.dumps(c) + suffix), False) for c in finishes]
-    if with_usage:
-        frames.append((encode_data(orjson.dumps({**head, "choices": [], "usage": usage})), False))
-    frames.append((DONE, False))
-    return frames
-
-
-def _usage(prompt_tokens: int, completion_tokens: int, details: bool) -> JSONObject:
-    usage: JSONObject = {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-    return {**usage, **_TOKEN_DETAILS} if details else usage
-
-
-def _chunk_choice(
-    index: int, delta: JSONObject, logprobs: Any = None, finish: str | None = None
-) -> JSONObject:
-    return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-
-
 @dataclass(slots=True)
-class _ChatResult:
+class _Completion(ABC):
+    """Choices plus usage, serialized either way; subclasses say how a choice looks in a body and a stream."""
+
     envelope: _Envelope
     choices: list[_Choice]
     usage: JSONObject | None
-    completion_tokens: int
+    """``None`` under the ``no_usage`` knob: the key is then left out everywhere."""
 
     def body(self) -> JSONObject:
         body = self.envelope.head(self.envelope.body_object)
-        body["choices"] = [self._message_choice(c) for c in self.choices]
+        body["choices"] = [self.body_choice(c) for c in self.choices]
         if self.usage is not None:
             body["usage"] = self.usage
         return body
 
-    @staticmethod
-    def _message_choice(choice: _Choice) -> JSONObject:
+    def frames(self, include_usage: bool) -> list[Frame]:
+        """Choice chunks (interleaved for n>1), finish chunks, the usage chunk if asked, then ``[DONE]``."""
+        head = self.envelope.head(self.envelope.chunk_object)
+        with_usage = self.usage is not None and include_usage
+        prefix = orjson.dumps(head)[:-1] + b',"choices":['
+        suffix = b'],"usage":null}' if with_usage else b"]}"
+        chunks = _interleave([self.stream_choices(c) for c in self.choices])
+        chunks += [(self.finish_choice(c), False) for c in self.choices]
+        frames = [(encode_data(prefix + chunk + suffix), paced) for chunk, paced in chunks]
+        if with_usage:
+            frames.append((encode_data(orjson.dumps({**head, "choices": [], "usage": self.usage})), False))
+        frames.append((DONE, False))
+        return frames
+
+    @abstractmethod
+    def body_choice(self, choice: _Choice) -> JSONObject: ...
+
+    @abstractmethod
+    def stream_choices(self, choice: _Choice) -> list[tuple[bytes, bool]]:
+        """The serialized ``choices[0]`` of each chunk of one choice, and whether it carries a token."""
+
+    @abstractmethod
+    def finish_choice(self, choice: _Choice) -> bytes: ...
+
+
+def _delta(index: int, delta: JSONObject, logprobs: Any = None, finish: str | None = None) -> bytes:
+    return orjson.dumps({"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish})
+
+
+@lru_cache(maxsize=4096)
+def _content_delta(index: int, text: str) -> bytes:
+    """A token chunk's choice without logprobs; cached, because replies reuse a small vocabulary."""
+    return _delta(index, {"content": text})
+
+
+class _ChatCompletion(_Completion):
+    __slots__ = ()
+
+    def body_choice(self, choice: _Choice) -> JSONObject:
         message: JSONObject = {
             "role": "assistant",
             "content": choice.content,
@@ -469,22 +312,16 @@ class _ChatResult:
             "finish_reason": choice.finish_reason,
         }
 
-    def frames(self, include_usage: bool) -> list[Frame]:
-        sequences = [self._deltas(c) for c in self.choices]
-        finishes = [_chunk_choice(c.index, {}, None, c.finish_reason) for c in self.choices]
-        return _frames(self.envelope, sequences, finishes, self.usage, include_usage)
-
-    @staticmethod
-    def _deltas(choice: _Choice) -> list[tuple[JSONObject, bool]]:
-        """A choice's chunks as in O2/O3: the role chunk, then one chunk per token or argument fragment."""
+    def stream_choices(self, choice: _Choice) -> list[tuple[bytes, bool]]:
+        """The role chunk, then a chunk per token or argument fragment (O2, O3)."""
         i = choice.index
         if not choice.tool_calls:
-            role = _chunk_choice(i, {"role": "assistant", "content": "", "refusal": None})
-            tokens = [
-                (_chunk_choice(i, {"content": p[0]}, choice.logprobs([p])), True) for p in choice.pieces
-            ]
+            role = _delta(i, {"role": "assistant", "content": "", "refusal": None})
+            if choice.top_logprobs is None:
+                return [(role, False), *((_content_delta(i, text), True) for text, _ in choice.pieces)]
+            tokens = [(_delta(i, {"content": p[0]}, choice.logprobs([p])), True) for p in choice.pieces]
             return [(role, False), *tokens]
-        deltas = [(_chunk_choice(i, {"role": "assistant", "content": None}), False)]
+        chunks = [(_delta(i, {"role": "assistant", "content": None}), False)]
         for k, call in enumerate(choice.tool_calls):
             opening = {
                 "index": k,
@@ -492,38 +329,39 @@ class _ChatResult:
                 "type": "function",
                 "function": {"name": call.name, "arguments": ""},
             }
-            deltas.append((_chunk_choice(i, {"tool_calls": [opening]}), True))
-            deltas += [
-                (_chunk_choice(i, {"tool_calls": [{"index": k, "function": {"arguments": fragment}}]}), True)
+            chunks.append((_delta(i, {"tool_calls": [opening]}), True))
+            chunks += [
+                (_delta(i, {"tool_calls": [{"index": k, "function": {"arguments": fragment}}]}), True)
                 for fragment in argument_fragments(call.arguments)
             ]
-        return deltas
+        return chunks
+
+    def finish_choice(self, choice: _Choice) -> bytes:
+        return _delta(choice.index, {}, None, choice.finish_reason)
 
 
-@dataclass(slots=True)
-class _TextResult:
-    """A legacy ``/v1/completions`` answer; choices carry text only."""
+class _TextCompletion(_Completion):
+    """A legacy ``/v1/completions`` answer: choices carry text only, and no role chunk is streamed."""
 
-    envelope: _Envelope
-    choices: list[_Choice]
-    usage: JSONObject | None
-    completion_tokens: int
+    __slots__ = ()
 
-    def body(self) -> JSONObject:
-        body = self.envelope.head(self.envelope.body_object)
-        body["choices"] = [self._text_choice(c.index, c.content or "", c.finish_reason) for c in self.choices]
-        if self.usage is not None:
-            body["usage"] = self.usage
-        return body
+    def body_choice(self, choice: _Choice) -> JSONObject:
+        return _text_choice(choice.index, choice.content or "", choice.finish_reason)
 
-    @staticmethod
-    def _text_choice(index: int, text: str, finish: str | None) -> JSONObject:
-        return {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
+    def stream_choices(self, choice: _Choice) -> list[tuple[bytes, bool]]:
+        return [(_text_delta(choice.index, text), True) for text, _ in choice.pieces]
 
-    def frames(self, include_usage: bool) -> list[Frame]:
-        sequences = [[(self._text_choice(c.index, p[0], None), True) for p in c.pieces] for c in self.choices]
-        finishes = [self._text_choice(c.index, "", c.finish_reason) for c in self.choices]
-        return _frames(self.envelope, sequences, finishes, self.usage, include_usage)
+    def finish_choice(self, choice: _Choice) -> bytes:
+        return orjson.dumps(_text_choice(choice.index, "", choice.finish_reason))
+
+
+def _text_choice(index: int, text: str, finish: str | None) -> JSONObject:
+    return {"text": text, "index": index, "logprobs": None, "finish_reason": finish}
+
+
+@lru_cache(maxsize=4096)
+def _text_delta(index: int, text: str) -> bytes:
+    return orjson.dumps(_text_choice(index, text, None))
 
 
 # ------------------------------------------------------------------------------------------------ sending
@@ -541,43 +379,34 @@ class _FrameStream(Response):
     cheaper, and a relay must cope with any split of the byte stream anyway.
     """
 
-    def __init__(
-        self, frames: list[Frame], knobs: SimKnobs, headers: dict[str, str], media_type: str
-    ) -> None:
-        self.status_code = 200
-        self.media_type = media_type
-        self.background = None
-        self.init_headers(headers)
-        self.frames = frames
-        self.knobs = knobs
+    def __init__(self, frames: list[Frame], knobs: SimKnobs, headers: RawHeaders, media_type: str) -> None:
+        self.status_code, self.media_type, self.background = 200, media_type, None
+        self.init_headers()
+        self.raw_headers += headers
+        self.frames, self.knobs = frames, knobs
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         knobs = self.knobs
-        fault = knobs.fault if knobs.fault in STREAM_FAULTS or knobs.fault == "hang" else None
+        fault = knobs.fault if knobs.fault in STREAM_FAULTS or knobs.fault in ("hang", "error") else None
         frames = self.frames if fault is None else self.frames[: knobs.fault_after]
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         if knobs.ttft_ms or knobs.tokens_per_second or fault == "hang":
             disconnected = asyncio.ensure_future(_until_disconnect(receive))
             try:
-                if not await self._send_paced(frames, send, disconnected):
-                    return
-                if fault == "hang":
+                if not await self._send_paced(frames, send, disconnected) or fault == "hang":
                     await disconnected
                     return
             finally:
                 disconnected.cancel()
         elif frames:
-            await send(
-                {"type": "http.response.body", "body": b"".join(f for f, _ in frames), "more_body": True}
-            )
+            await send({"type": "http.response.body", "body": b"".join(f for f, _ in frames), "more_body": True})
         if fault == "reset":
             raise SimulatedConnectionReset(f"simulated reset after {len(frames)} events")
-        if fault == "malformed":
-            await send({"type": "http.response.body", "body": _MALFORMED_EVENT, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        tail = {"malformed": b"data: {not json\n\n", "error": encode_data(_STREAM_ERROR)}.get(fault or "", b"")
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     async def _send_paced(self, frames: list[Frame], send: Send, disconnected: asyncio.Future[None]) -> bool:
-        """False when the client went away; ``ttft_ms`` comes before the first token, pacing before the rest."""
+        """False if the client went away. ``ttft_ms`` goes before the first token, pacing before the rest."""
         gap = 1.0 / self.knobs.tokens_per_second if self.knobs.tokens_per_second > 0 else 0.0
         first_token = True
         for data, paced in frames:
@@ -591,84 +420,80 @@ class _FrameStream(Response):
         return True
 
 
-def _broken_body(body: bytes, fault: str) -> list[Frame]:
-    """A non-stream body under a stream fault: half of it (reset, cut) or nothing (malformed)."""
-    if fault == "malformed":
-        return [(b"{not json", False)]
-    half = len(body) // 2
-    return [(body[:half], False), (body[half:], False)]
-
-
 # ------------------------------------------------------------------------------------------------ the app
 
 
 def _mask(key: str) -> str:
+    """How OpenAI shows a wrong key: never the whole of it."""
     return key[:3] + "*" * (len(key) - 7) + key[-4:] if len(key) >= 12 else "*" * len(key)
 
 
 def _bearer(request: Request) -> str | None:
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    return key.strip() or None if scheme.lower() == "bearer" else None
+    return (key.strip() or None) if scheme.lower() == "bearer" else None
+
+
+def _parse_body(raw: bytes) -> JSONObject:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, dict):
+        raise InvalidRequest(
+            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using "
+            "your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not "
+            "valid JSON.)",
+            None,
+        )
+    return body
 
 
 class _OpenAISimulator:
-    """The routes' shared machinery: auth, parsing, knobs, faults, headers and ids."""
+    """The routes and their shared machinery: auth, parsing, knobs, faults, headers and ids."""
 
     def __init__(self, state: SimulatorState, models: Sequence[str]) -> None:
         self.state = state
-        self._rng = random.Random()
-        self._models = {m: self._model(m) for m in models}
+        self._rng = Random()
+        self._models = {
+            m: {
+                "id": m,
+                "object": "model",
+                "created": _MODEL_CREATED.get(m, 1698785189),
+                "owned_by": "system",
+            }
+            for m in models
+        }
         self._model_list = orjson.dumps({"object": "list", "data": list(self._models.values())})
 
-    @staticmethod
-    def _model(model_id: str) -> JSONObject:
-        created = _MODEL_CREATED.get(model_id, 1698785189)
-        return {"id": model_id, "object": "model", "created": created, "owned_by": "system"}
-
     def _id(self, prefix: str, length: int) -> str:
-        return prefix + "".join(self._rng.choices(_ALNUM, k=length))
+        return prefix + base64.b64encode(self._rng.randbytes(length)).translate(_ID_ALPHABET)[:length].decode()
 
-    def headers(self, call: _Call, **extra: str) -> dict[str, str]:
+    def headers(self, call: _Call, **extra: str) -> RawHeaders:
+        """Headers of every response (O5): a request id, the processing time, version and rate limits."""
         elapsed = int((time.perf_counter() - call.started) * 1000)
-        return {
-            "x-request-id": f"req_{self._rng.getrandbits(128):032x}",
-            "openai-processing-ms": str(elapsed),
-            "openai-version": "2020-10-01",
-            "openai-organization": "org-simulator",
-            **_RATE_LIMIT_HEADERS,
-            **extra,
-        }
+        dynamic = [
+            (b"x-request-id", b"req_%032x" % self._rng.getrandbits(128)),
+            (b"openai-processing-ms", b"%d" % elapsed),
+        ]
+        if not extra:
+            return dynamic + _STATIC_HEADERS
+        merged = {k.decode(): v.decode() for k, v in _STATIC_HEADERS} | extra
+        return dynamic + [(k.encode("latin-1"), v.encode("latin-1")) for k, v in merged.items()]
+
+    def json_response(self, call: _Call, content: bytes, status: int = 200, **extra: str) -> Response:
+        response = Response(content, status, media_type="application/json")
+        response.raw_headers += self.headers(call, **extra)
+        return response
 
     def error(
-        self,
-        call: _Call,
-        status: int,
-        message: str,
-        kind: str,
-        param: str | None,
-        code: str | None,
-        **headers: str,
+        self, call: _Call, status: int, spec: tuple[str, str, str | None, str | None], **headers: str
     ) -> Response:
+        message, kind, param, code = spec
         body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
-        content = orjson.dumps(body, option=orjson.OPT_INDENT_2)
-        return Response(content, status, self.headers(call, **headers), media_type="application/json")
+        return self.json_response(call, orjson.dumps(body, option=orjson.OPT_INDENT_2), status, **headers)
 
-    def fault_response(self, call: _Call, fault: str, knobs: SimKnobs) -> Response:
-        message, kind, param, code = _FAULT_ERRORS[fault]
-        message = message.format(
-            model=call.body.get("model", "gpt-4o"), key=_mask(_bearer(call.request) or "")
-        )
-        headers: dict[str, str] = {}
-        if fault == "429":
-            headers = {"retry-after": str(knobs.retry_after or 1), "x-ratelimit-remaining-tokens": "0"}
-        elif fault in {"503", "529"} and knobs.retry_after is not None:
-            headers = {"retry-after": str(knobs.retry_after)}
-        return self.error(call, int(fault), message, kind, param, code, **headers)
-
-    def endpoint(
-        self, handler: Callable[[_Call], Awaitable[Response]]
-    ) -> Callable[[Request], Awaitable[Response]]:
-        """Wraps a route: record the request, check the key, parse the body, turn ``_Invalid`` into a 400."""
+    def endpoint(self, handler: Callable[[_Call], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        """Wrap a route: record the request, check the key, parse the body, ``InvalidRequest`` -> 400."""
 
         async def run(request: Request) -> Response:
             call = _Call(request, time.perf_counter())
@@ -681,210 +506,148 @@ class _OpenAISimulator:
                 if request.method == "POST":
                     call.body = _parse_body(raw)
                 return await handler(call)
-            except _Invalid as invalid:
-                return self.error(
-                    call, 400, invalid.message, "invalid_request_error", invalid.param, invalid.code
-                )
+            except InvalidRequest as invalid:
+                return self.error(call, 400, (invalid.message, "invalid_request_error", invalid.param, invalid.code))
 
         return run
 
     def _unauthorized(self, call: _Call, key: str | None) -> Response:
-        if key is None:
-            message = (
-                "You didn't provide an API key. You need to provide your API key in an Authorization header "
-                "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
-            )
-        else:
-            message = _FAULT_ERRORS["401"][0].format(key=_mask(key))
-        return self.error(call, 401, message, "invalid_request_error", None, "invalid_api_key")
+        message = (
+            _KEY_ERROR.format(key=_mask(key))
+            if key
+            else "You didn't provide an API key. You need to provide your API key in an Authorization header "
+            "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+        )
+        return self.error(call, 401, (message, "invalid_request_error", None, "invalid_api_key"))
 
-    async def respond(self, call: _Call, knobs: SimKnobs, build: Callable[[], _Result]) -> Response:
-        """The common tail of every generating route: delays and faults first, then body or stream."""
+    def _fault(self, call: _Call, fault: str, knobs: SimKnobs) -> Response:
+        message, kind, param, code = _FAULT_ERRORS[fault]
+        retry = knobs.retry_after or 1
+        model, key = call.body.get("model", "gpt-4o"), _mask(_bearer(call.request) or "")
+        headers: dict[str, str] = {}
+        if fault == "429":
+            headers = {"retry-after": str(retry), "x-ratelimit-remaining-tokens": "0"}
+        elif fault in ("503", "529") and knobs.retry_after is not None:
+            headers = {"retry-after": str(retry)}
+        spec = (message.format(model=model, key=key, retry=retry), kind, param, code)
+        return self.error(call, int(fault), spec, **headers)
+
+    async def _prelude(self, call: _Call, knobs: SimKnobs) -> Response | None:
+        """``latency_ms``, then status faults and a non-stream ``hang``: what answers before generating."""
+        if knobs.latency_ms:
+            await asyncio.sleep(knobs.latency_ms / 1000)
+        fault = "500" if knobs.fault == "error" and not call.stream else knobs.fault
+        if fault in STATUS_FAULTS:
+            return self._fault(call, fault, knobs)
+        if fault == "hang" and not call.stream:
+            await _until_disconnect(call.request.receive)
+            return Response(status_code=499)
+        return None
+
+    async def _respond(self, call: _Call, knobs: SimKnobs, build: Callable[[], _Completion]) -> Response:
+        """The common tail of the generating routes: prelude, build once, then a stream or one JSON body."""
         early = await self._prelude(call, knobs)
         if early is not None:
             return early
         result = build()
         if call.stream:
-            return _FrameStream(
-                result.frames(call.include_usage),
-                knobs,
-                self.headers(call),
-                "text/event-stream; charset=utf-8",
-            )
+            frames = result.frames(call.include_usage)
+            return _FrameStream(frames, knobs, self.headers(call), "text/event-stream; charset=utf-8")
+        # A non-stream answer takes as long as generating the stream would have.
         generation = knobs.ttft_ms / 1000
         if knobs.tokens_per_second > 0:
-            generation += result.completion_tokens / knobs.tokens_per_second
+            generation += sum(c.tokens for c in result.choices) / knobs.tokens_per_second
         if generation:
             await asyncio.sleep(generation)
-        return self.json(call, knobs, result.body())
+        return self._json(call, knobs, result.body())
 
-    async def _prelude(self, call: _Call, knobs: SimKnobs) -> Response | None:
-        if knobs.latency_ms:
-            await asyncio.sleep(knobs.latency_ms / 1000)
-        if knobs.fault in STATUS_FAULTS:
-            return self.fault_response(call, knobs.fault, knobs)
-        if knobs.fault == "hang" and not call.stream:
-            await _until_disconnect(call.request.receive)
-            return Response(status_code=499)
-        return None
-
-    def json(self, call: _Call, knobs: SimKnobs, body: JSONObject) -> Response:
+    def _json(self, call: _Call, knobs: SimKnobs, body: JSONObject) -> Response:
         content = orjson.dumps(body)
-        if knobs.fault in STREAM_FAULTS:
-            # The broken body is already in the frames for ``malformed``; it then ends like ``cut``.
-            broken = SimKnobs(fault="cut" if knobs.fault == "malformed" else knobs.fault, fault_after=1)
-            return _FrameStream(
-                _broken_body(content, knobs.fault), broken, self.headers(call), "application/json"
-            )
-        return Response(content, 200, self.headers(call), media_type="application/json")
+        if knobs.fault not in STREAM_FAULTS:
+            return self.json_response(call, content)
+        # A stream fault on a JSON body: half of it then a dropped connection (reset), half (cut), or junk.
+        half = len(content) // 2
+        frames = [(b"{not json", False)] if knobs.fault == "malformed" else [(content[:half], False)]
+        broken = SimKnobs(fault="reset" if knobs.fault == "reset" else "cut", fault_after=1)
+        return _FrameStream(frames, broken, self.headers(call), "application/json")
 
-    def envelope(self, body: JSONObject, kind: str) -> _Envelope:
-        model = str(body["model"])
-        if kind == "chat":
+    def _envelope(self, body: JSONObject, chat: bool) -> _Envelope:
+        model, created = str(body["model"]), int(time.time())
+        if chat:
             extra = {"service_tier": "default", "system_fingerprint": FINGERPRINT}
-            chat_id = self._id("chatcmpl-", 29)
             return _Envelope(
-                chat_id, int(time.time()), model, "chat.completion", "chat.completion.chunk", extra
+                self._id("chatcmpl-", 29), created, model, "chat.completion", "chat.completion.chunk", extra
             )
-        return _Envelope(self._id("cmpl-", 29), int(time.time()), model, "text_completion", "text_completion")
+        return _Envelope(self._id("cmpl-", 29), created, model, "text_completion", "text_completion")
 
     # ---------------------------------------------------------------------------------------- routes
 
     async def chat_completions(self, call: _Call) -> Response:
-        body = call.body
-        for name in ("model", "messages"):
-            if name not in body:
-                raise _missing(name)
-        prompt = _chat_prompt(body["messages"], body.get("tools"))
+        require(call.body, "model", "messages")
+        prompt = chat_prompt(call.body["messages"], call.body.get("tools"))
         knobs = self.state.knobs_for(call.request, prompt.text)
-        return await self.respond(call, knobs, lambda: self._chat(body, prompt, knobs))
+        return await self._respond(call, knobs, lambda: self._chat(call.body, prompt, knobs))
 
-    def _chat(self, body: JSONObject, prompt: _Prompt, knobs: SimKnobs) -> _ChatResult:
-        n = _int_param(body, "n", 1, 1, 128) or 1
-        limit = _int_param(body, "max_completion_tokens", None, 1, 1 << 30)
-        limit = _int_param(body, "max_tokens", limit, 1, 1 << 30)
-        top = _int_param(body, "top_logprobs", 0, 0, 20) if body.get("logprobs") is True else None
-        stops, tools, seed = _stops(body), _tools_to_call(body, prompt, knobs), prompt.seed
+    def _chat(self, body: JSONObject, prompt: Prompt, knobs: SimKnobs) -> _ChatCompletion:
+        n = int_param(body, "n", 1, 1, 128)
+        limit = int_param(body, "max_tokens", int_param(body, "max_completion_tokens", 0, 1, 1 << 30), 1, 1 << 30)
+        top = int_param(body, "top_logprobs", 0, 0, 20) if body.get("logprobs") is True else None
+        tools = tools_to_call(body, prompt, knobs)
         choices: list[_Choice] = []
         for i in range(n):
-            choice_seed = seed if i == 0 else f"{seed}\x00{i}"
+            seed = prompt.seed if i == 0 else f"{prompt.seed}\x00{i}"
             if tools:
-                calls = [self._tool_call(t, choice_seed) for t in tools]
+                calls = [_ToolCall(self._id("call_", 24), str(t.get("name")), tool_arguments(t, seed)) for t in tools]
                 choices.append(_Choice(i, tool_calls=calls, finish_reason="tool_calls"))
-                continue
-            pieces, finish = _cut(_reply(body, prompt, knobs, choice_seed), stops, limit)
-            choices.append(_Choice(i, pieces, finish_reason=finish, top_logprobs=top))
-        completion = sum(c.tokens for c in choices)
-        usage = None if knobs.no_usage else _usage(prompt.tokens, completion, details=True)
-        return _ChatResult(self.envelope(body, "chat"), choices, usage, completion)
-
-    def _tool_call(self, function: JSONObject, seed: str) -> _ToolCall:
-        name = str(function.get("name", "function"))
-        arguments = value_for_schema(function.get("parameters") or {"type": "object"}, f"{seed}\x00{name}")
-        return _ToolCall(self._id("call_", 24), name, orjson.dumps(arguments).decode())
+            else:
+                pieces, finish = cut_reply(body, reply_pieces(body, prompt, knobs, seed), limit)
+                choices.append(_Choice(i, pieces, finish_reason=finish, top_logprobs=top))
+        usage = None if knobs.no_usage else _usage(prompt.tokens, choices, details=True)
+        return _ChatCompletion(self._envelope(body, chat=True), choices, usage)
 
     async def completions(self, call: _Call) -> Response:
-        body = call.body
-        for name in ("model", "prompt"):
-            if name not in body:
-                raise _missing(name)
-        prompts = _legacy_prompts(body["prompt"])
+        require(call.body, "model", "prompt")
+        prompts = legacy_prompts(call.body["prompt"])
         knobs = self.state.knobs_for(call.request, "\n".join(text for text, _ in prompts))
-        return await self.respond(call, knobs, lambda: self._text(body, prompts, knobs))
+        return await self._respond(call, knobs, lambda: self._text(call.body, prompts, knobs))
 
-    def _text(self, body: JSONObject, prompts: list[tuple[str, int]], knobs: SimKnobs) -> _TextResult:
-        n = _int_param(body, "n", 1, 1, 128) or 1
-        limit = _int_param(body, "max_tokens", None, 1, 1 << 30)
-        stops = _stops(body)
+    def _text(self, body: JSONObject, prompts: list[tuple[str, int]], knobs: SimKnobs) -> _TextCompletion:
+        n, limit = int_param(body, "n", 1, 1, 128), int_param(body, "max_tokens", 0, 1, 1 << 30)
         choices: list[_Choice] = []
         for text, _ in prompts:
             for i in range(n):
                 seed = strip_directives(text) + (f"\x00{i}" if i else "")
-                reply = (
-                    text_pieces(knobs.reply)
-                    if knobs.reply is not None
-                    else word_pieces(seed, knobs.output_tokens)
-                )
-                pieces, finish = _cut(reply, stops, limit)
+                reply = text_pieces(knobs.reply) if knobs.reply is not None else word_pieces(seed, knobs.output_tokens)
+                pieces, finish = cut_reply(body, reply, limit)
                 choices.append(_Choice(len(choices), pieces, finish_reason=finish))
-        completion = sum(c.tokens for c in choices)
-        prompt_tokens = sum(tokens for _, tokens in prompts)
-        usage = None if knobs.no_usage else _usage(prompt_tokens, completion, details=False)
-        return _TextResult(self.envelope(body, "text"), choices, usage, completion)
+        usage = None if knobs.no_usage else _usage(sum(t for _, t in prompts), choices, details=False)
+        return _TextCompletion(self._envelope(body, chat=False), choices, usage)
 
     async def embeddings(self, call: _Call) -> Response:
-        body = call.body
-        for name in ("model", "input"):
-            if name not in body:
-                raise _missing(name)
-        inputs = _embedding_inputs(body["input"])
+        require(call.body, "model", "input")
+        inputs = embedding_inputs(call.body["input"])
         knobs = self.state.knobs_for(call.request, "\n".join(key for key, _ in inputs))
         early = await self._prelude(call, knobs)
-        if early is not None:
-            return early
-        return self.json(call, knobs, _embedding_body(body, inputs))
+        return early or self._json(call, knobs, _embedding_body(call.body, inputs))
 
     async def list_models(self, call: _Call) -> Response:
-        return Response(self._model_list, 200, self.headers(call), media_type="application/json")
+        return self.json_response(call, self._model_list)
 
     async def retrieve_model(self, call: _Call) -> Response:
         model_id = call.request.path_params["model_id"]
         if model_id not in self._models:
             message = f"The model `{model_id}` does not exist or you do not have access to it."
-            return self.error(call, 404, message, "invalid_request_error", "model", "model_not_found")
-        return Response(
-            orjson.dumps(self._models[model_id]), 200, self.headers(call), media_type="application/json"
-        )
-
-
-def _parse_body(raw: bytes) -> JSONObject:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        body = None
-    if not isinstance(body, dict):
-        raise _Invalid(
-            "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
-            "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
-            None,
-        )
-    return body
-
-
-def _legacy_prompts(prompt: Any) -> list[tuple[str, int]]:
-    """Legacy ``prompt``: a string, strings, token ids or lists of token ids -> (seed text, prompt tokens)."""
-    if isinstance(prompt, str):
-        return [(prompt, count_tokens(prompt))]
-    if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
-        return [(" ".join(map(str, prompt)), len(prompt))]
-    if isinstance(prompt, list) and prompt:
-        return [p for item in prompt for p in _legacy_prompts(item)]
-    raise _Invalid("Invalid 'prompt': expected a string, strings, or token ids.", "prompt")
-
-
-def _embedding_inputs(value: Any) -> list[tuple[str, int]]:
-    """Embedding ``input`` in its four shapes -> (key the vector is derived from, input tokens) per item."""
-    if isinstance(value, str) and value:
-        return [(value, count_tokens(value, EMBEDDING_ENCODING))]
-    if (
-        isinstance(value, list)
-        and value
-        and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
-    ):
-        return [("tokens:" + ",".join(map(str, value)), len(value))]
-    if isinstance(value, list) and value and all(isinstance(v, str | list) for v in value):
-        return [item for v in value for item in _embedding_inputs(v)]
-    message = "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference."
-    raise _Invalid(message, "input")
+            return self.error(call, 404, (message, "invalid_request_error", "model", "model_not_found"))
+        return self.json_response(call, orjson.dumps(self._models[model_id]))
 
 
 def _embedding_body(body: JSONObject, inputs: list[tuple[str, int]]) -> JSONObject:
     model = str(body["model"])
-    native = EMBEDDING_DIMENSIONS.get(model, DEFAULT_EMBEDDING_DIMENSIONS)
-    dimensions = _int_param(body, "dimensions", native, 1, native) or native
+    native = EMBEDDING_DIMENSIONS.get(model, 1536)
+    dimensions = int_param(body, "dimensions", native, 1, native)
     encoding = body.get("encoding_format", "float")
     if encoding not in ("float", "base64"):
-        raise _Invalid("Invalid 'encoding_format': expected 'float' or 'base64'.", "encoding_format")
+        raise InvalidRequest("Invalid 'encoding_format': expected 'float' or 'base64'.", "encoding_format")
     data = []
     for index, (key, _) in enumerate(inputs):
         vector = embedding_vector(key, dimensions)
@@ -899,13 +662,11 @@ def _embedding_body(body: JSONObject, inputs: list[tuple[str, int]]) -> JSONObje
     }
 
 
-def create_openai_simulator(
-    state: SimulatorState | None = None, models: Sequence[str] = DEFAULT_MODELS
-) -> Starlette:
+def create_openai_simulator(state: SimulatorState | None = None, models: Sequence[str] = DEFAULT_MODELS) -> Starlette:
     """Build the fake OpenAI upstream (routes under ``/v1`` plus ``/_sim/*``) around one ``SimulatorState``.
 
     ``models`` is what ``GET /v1/models`` lists; chat and embeddings accept any model name, because deciding
-    which models exist is the gateway's job.
+    which models exist is the gateway's job. Models routes read no knobs, so they never take a queued fault.
     """
     sim = _OpenAISimulator(state or SimulatorState(), models)
 
@@ -914,11 +675,10 @@ def create_openai_simulator(
         await asyncio.get_running_loop().run_in_executor(None, warm_tokenizers)
         yield
 
-    async def not_found(request: Request, exc: Exception) -> Response:
+    async def no_route(request: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 404
         message = f"Invalid URL ({request.method} {request.url.path})"
-        call = _Call(request, time.perf_counter())
-        return sim.error(call, status, message, "invalid_request_error", None, None)
+        return sim.error(_Call(request, time.perf_counter()), status, (message, "invalid_request_error", None, None))
 
     routes = [
         Route("/v1/chat/completions", sim.endpoint(sim.chat_completions), methods=["POST"]),
@@ -928,4 +688,4 @@ def create_openai_simulator(
         Route("/v1/models/{model_id:path}", sim.endpoint(sim.retrieve_model), methods=["GET"]),
         *control_routes(sim.state),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: not_found, 405: not_found})
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: no_route, 405: no_route})

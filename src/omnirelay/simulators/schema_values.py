@@ -3,7 +3,7 @@
 ``value_for_schema(schema, seed)`` returns a value that validates against ``schema``; the same schema and seed
 always give the same value. It understands JSON Schema as vendors accept it (``type`` as a string or a list,
 ``enum``, ``const``, ``anyOf``/``oneOf``/``allOf``, local ``$ref`` into ``$defs``/``definitions``,
-``properties``/``required``, ``items``/``prefixItems``, length, size and range bounds, common string ``format``
+``properties``/``required``, ``items``/``prefixItems``, length, size and range bounds, common ``format``
 values) and Gemini's OpenAPI subset (upper-case ``OBJECT``/``STRING``..., ``nullable``, ``propertyOrdering``).
 ``pattern`` is not honoured: a generator can't invert a regular expression, and no vendor example needs it.
 """
@@ -11,13 +11,15 @@ values) and Gemini's OpenAPI subset (upper-case ``OBJECT``/``STRING``..., ``null
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from typing import Any
 
 from omnirelay.simulators.common import generated_words
 
 _MAX_DEPTH = 6
-"""Past this nesting only required properties and minimal arrays are made, so recursive schemas end."""
+"""Past this nesting only required properties, minimal arrays and ending branches are made: recursion ends."""
+_HARD_DEPTH = 40
 
 _FORMATS: dict[str, str] = {
     "date-time": "2025-01-15T10:30:00Z",
@@ -35,8 +37,14 @@ _FORMATS: dict[str, str] = {
 
 
 def value_for_schema(schema: dict[str, Any], seed: str) -> object:
-    """A value valid for ``schema``, chosen deterministically from ``seed``."""
+    """A value valid for ``schema``, chosen deterministically from ``seed``.
+
+    Raises ``ValueError`` when the schema admits no finite value (a required, non-nullable self-reference)."""
     return _Generator(schema).value(schema, seed, 0)
+
+
+def _json_text(schema: object) -> str:
+    return json.dumps(schema, sort_keys=True, default=str)
 
 
 def _number(seed: str) -> int:
@@ -60,9 +68,10 @@ class _Generator:
             return self.value(self._merge_all_of(schema), seed, depth)
         for key in ("anyOf", "oneOf"):
             if schema.get(key):
-                # The first branch: for oneOf a seeded pick could match two overlapping branches.
-                return self.value(schema[key][0], seed, depth)
-        kind = _kind(schema)
+                return self.value(self._branch(schema[key], depth), seed, depth)
+        if depth > _HARD_DEPTH:
+            raise ValueError("schema requires a value nested deeper than any finite one")
+        kind = _kind(schema, deep=depth >= _MAX_DEPTH)
         if kind == "object":
             return self._object(schema, seed, depth)
         if kind == "array":
@@ -77,6 +86,16 @@ class _Generator:
             return None
         return _string(schema, seed)
 
+    def _branch(self, options: list[dict[str, Any]], depth: int) -> dict[str, Any]:
+        """The first branch; deep down, the first one that ends (null, or no further reference).
+
+        The first rather than a seeded pick: for oneOf that could land on two overlapping branches."""
+        if depth >= _MAX_DEPTH:
+            for option in options:
+                if _kind(self._resolve(option), deep=True) == "null" or "$ref" not in _json_text(option):
+                    return option
+        return options[0]
+
     def _resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
         seen = 0
         while "$ref" in schema and seen < 32:
@@ -87,11 +106,7 @@ class _Generator:
             for part in ref.lstrip("#").strip("/").split("/"):
                 if not part:
                     continue
-                target = (
-                    target.get(part.replace("~1", "/").replace("~0", "~"), {})
-                    if isinstance(target, dict)
-                    else {}
-                )
+                target = target.get(part.replace("~1", "/").replace("~0", "~"), {}) if isinstance(target, dict) else {}
             schema = target if isinstance(target, dict) else {}
             seen += 1
         return schema
@@ -140,7 +155,7 @@ class _Generator:
         item_schema: dict[str, Any] = items if isinstance(items, dict) else {}
         low = int(schema.get("minItems", 0))
         high = schema.get("maxItems")
-        preferred = max(len(prefix), 1 if depth >= _MAX_DEPTH else 2)
+        preferred = max(len(prefix), 0 if depth >= _MAX_DEPTH else 2)
         count = max(low, preferred if high is None else min(preferred, int(high)))
         if items is False:
             count = min(count, len(prefix)) if high is None else min(count, len(prefix), int(high))
@@ -149,18 +164,22 @@ class _Generator:
         while len(values) < count and attempt < count * 8 + 8:
             index = len(values)
             sub = prefix[index] if index < len(prefix) else item_schema
-            value = self.value(
-                sub, f"{seed}[{index}.{attempt}]" if attempt else f"{seed}[{index}]", depth + 1
-            )
+            value = self.value(sub, f"{seed}[{index}.{attempt}]" if attempt else f"{seed}[{index}]", depth + 1)
             attempt += 1
             if schema.get("uniqueItems") and value in values:
-                continue
+                # An enum has few values to hit by chance: take the next unused one in order.
+                unused = [v for v in self._resolve(sub).get("enum") or [] if v not in values]
+                if not unused:
+                    continue
+                value = unused[0]
             values.append(value)
         return values
 
 
-def _kind(schema: dict[str, Any]) -> str:
+def _kind(schema: dict[str, Any], deep: bool = False) -> str:
     declared = schema.get("type")
+    if deep and (schema.get("nullable") is True or (isinstance(declared, list) and "null" in declared)):
+        return "null"
     if isinstance(declared, list):
         non_null = [t for t in declared if str(t).lower() != "null"]
         declared = non_null[0] if non_null else "null"
@@ -230,9 +249,7 @@ def _float(schema: dict[str, Any], seed: str) -> int | float:
     if step is not None:
         # A whole multiple of the step is the only safe choice with binary floats.
         return (
-            _integer({**schema, "multipleOf": None}, seed)
-            if step in (1, 1.0)
-            else _float_multiple(schema, step, seed)
+            _integer({**schema, "multipleOf": None}, seed) if step in (1, 1.0) else _float_multiple(schema, step, seed)
         )
     low, high, low_ex, high_ex = _bounds(schema)
     lo = -1000.0 if low is None else float(low)
