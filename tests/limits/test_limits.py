@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import random
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 import omnirelay.limits as limits_pkg
@@ -33,84 +29,9 @@ from omnirelay.limits import (
 )
 from omnirelay.limits.memory import SWEEP_EVERY, MemoryLimiter
 from omnirelay.limits.redis import RedisLimiter
+from tests.limits.conftest import REDIS_URL, Backend
 
-REDIS_URL = os.environ.get("OMNIRELAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 T0 = 1_000_000.0
-
-
-@pytest.fixture(scope="session")
-def redis_available() -> bool:
-    try:
-        client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except redis.exceptions.ConnectionError:
-        return False
-
-
-class Backend:
-    """Makes limiters of one kind; ``peer()`` is a second instance sharing state (Redis: another client)."""
-
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
-        self.namespace = f"test-{uuid.uuid4().hex}"
-        self._made: list[Limiter] = []
-        self._memory: MemoryLimiter | None = None
-
-    def make(self) -> Limiter:
-        if self.kind == "memory":
-            self._memory = self._memory or MemoryLimiter()
-            return self._memory
-        limiter = RedisLimiter.from_url(REDIS_URL, namespace=self.namespace)
-        self._made.append(limiter)
-        return limiter
-
-    peer = make
-
-    async def cleanup(self) -> None:
-        for limiter in self._made:
-            await limiter.close()
-        if self._memory is not None:
-            await self._memory.close()
-        if self.kind == "redis":
-            client = aioredis.Redis.from_url(REDIS_URL)
-            keys = [key async for key in client.scan_iter(match=f"omnirelay:{{{self.namespace}}}:*")]
-            if keys:
-                await client.delete(*keys)
-            await client.aclose()
-
-
-@pytest.fixture(params=["memory", "redis"])
-async def backend(request: pytest.FixtureRequest, redis_available: bool) -> AsyncIterator[Backend]:
-    if request.param == "redis" and not redis_available:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis not reachable at {REDIS_URL}")
-        pytest.skip(f"Redis not reachable at {REDIS_URL}")
-    b = Backend(request.param)
-    yield b
-    await b.cleanup()
-
-
-@pytest.fixture
-def limiter(backend: Backend) -> Limiter:
-    return backend.make()
-
-
-@pytest.fixture
-def redis_backend(redis_available: bool) -> Iterator[str]:
-    if not redis_available:
-        if os.environ.get("CI"):
-            pytest.fail(f"Redis not reachable at {REDIS_URL}")
-        pytest.skip(f"Redis not reachable at {REDIS_URL}")
-    namespace = f"test-{uuid.uuid4().hex}"
-    yield namespace
-    client = redis.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=f"omnirelay:{{{namespace}}}:*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 def key(rpm: int | None = None, tpm: int | None = None, name: str = "key:1") -> ScopeLimits:
@@ -272,9 +193,7 @@ async def test_backends_agree_on_a_random_workload(redis_backend: str) -> None:
     memory = MemoryLimiter()
     shared = RedisLimiter.from_url(REDIS_URL, namespace=redis_backend)
     accounts = [ScopeLimits("account:1", rpm=12, tpm=600), ScopeLimits("account:2", tpm=300)]
-    keys = [
-        ScopeLimits(f"key:{i}", rpm=rng.choice([None, 3, 5]), tpm=rng.choice([None, 150])) for i in range(4)
-    ]
+    keys = [ScopeLimits(f"key:{i}", rpm=rng.choice([None, 3, 5]), tpm=rng.choice([None, 150])) for i in range(4)]
     admitted: list[tuple[list[ScopeLimits], float]] = []
     kinds: set[str | None] = set()
     now = T0
@@ -542,6 +461,7 @@ def test_public_names() -> None:
     assert set(limits_pkg.__all__) == {
         "DEFAULT_LEASE_S",
         "WINDOW_MS",
+        "Charge",
         "LimitState",
         "Limiter",
         "LimiterUnavailable",

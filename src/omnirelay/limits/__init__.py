@@ -1,4 +1,5 @@
-"""Rate limits, concurrency slots, spend counters and the invalidation bus: one interface, two backends.
+"""Rate limits, concurrency slots, spend counters, budget holds and the invalidation bus: one interface, two
+backends.
 
 ``create_limiter(None)`` gives the in-process backend; ``create_limiter("redis://...")`` the shared one.
 Semantics are documented in ``omnirelay.limits.base``.
@@ -13,6 +14,7 @@ from typing import cast
 from omnirelay.limits.base import (
     DEFAULT_LEASE_S,
     WINDOW_MS,
+    Charge,
     Limiter,
     LimiterUnavailable,
     LimitState,
@@ -27,6 +29,7 @@ from omnirelay.limits.headers import format_duration, rate_limit_headers
 __all__ = [
     "DEFAULT_LEASE_S",
     "WINDOW_MS",
+    "Charge",
     "LimitState",
     "Limiter",
     "LimiterUnavailable",
@@ -55,9 +58,7 @@ def create_limiter(redis_url: str | None, *, namespace: str = "default") -> Limi
     try:
         target = BACKENDS[scheme]
     except KeyError:
-        raise ValueError(
-            f"unsupported limiter URL scheme {scheme!r}; expected one of {sorted(BACKENDS)}"
-        ) from None
+        raise ValueError(f"unsupported limiter URL scheme {scheme!r}; expected one of {sorted(BACKENDS)}") from None
     module, _, attr = target.partition(":")
     factory = cast(Callable[[str | None, str], Limiter], getattr(importlib.import_module(module), attr))
     return factory(redis_url or None, namespace)

@@ -46,6 +46,28 @@ Spend counters (``try_add``/``add``/``get``/``set``)
     round trip. A counter that does not exist reads as 0. ``ttl_s`` gives a counter an expiry when it has none
     yet (normally: when the call creates it), so a periodic budget resets; later calls never extend it.
 
+Holds (``reserve``/``settle``/``release_expired``/``seed``/``open_holds``)
+    Billing's reservation of a call's worst-case cost against several budgets at once. ``reserve`` adds every
+    ``Charge`` to its counter and registers the hold only if all fit their caps (else nothing changes and the
+    index of the first misfit is returned). ``settle`` removes the hold and adds ``actual - reserved`` per
+    counter; if the hold is gone (settled already, or released) it adds the full ``actual`` and returns
+    False: the work was done, so it is charged either way, once per ``settle`` call. Callers settle a hold
+    once (a second ``settle`` charges again). Caps are not checked when settling.
+
+    Every hold is a lease (``lease_s``, 15 min, from ``now``) so an instance killed mid-call leaks nothing:
+    ``release_expired`` removes holds whose lease ended (``expires <= now``) and subtracts what they reserved.
+    Every instance may sweep at once; each hold ends exactly once, settled or released. An unreleased hold
+    past its lease still settles normally; pick ``lease_s`` above the longest call.
+
+    ``settle`` and ``release_expired`` never create a counter: one that does not exist (its ``ttl_s`` ran out,
+    or Redis lost or evicted it) is left for ``seed`` to load from the database, which records the cost;
+    re-creating it with a refund or a partial cost would stop that seed and show a wrong budget. ``seed`` sets
+    only counters that do not exist (the first instance loads the database's value, later ones keep the live
+    one); seed before ``reserve``, which creates missing counters from 0. A TTL-reset counter re-created under
+    its old name cannot be told from the old one, so counters named per period (``month:7:2024-06``) keep
+    periods apart. Charges name distinct counters; amounts are ``>= 0``; a charge's ``ttl_s`` follows the
+    counter rule above.
+
 Invalidation bus (``publish``/``subscribe``)
     Fire-and-forget fan-out to every subscriber of a channel, across instances with Redis. A message published
     before a subscription is active is not delivered, and a Redis reconnect may lose messages: subscribers
@@ -58,7 +80,7 @@ reached; the caller chooses to fail open or closed.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Literal, Protocol, Self
@@ -67,6 +89,8 @@ WINDOW_MS = 60_000
 """The rate-limit window (rpm and tpm are per 60 s)."""
 DEFAULT_LEASE_S = 600.0
 """How long a concurrency slot is held before it may be reclaimed, unless renewed."""
+DEFAULT_HOLD_LEASE_S = 900.0
+"""How long a budget hold lives before ``release_expired`` may release it."""
 
 RateKind = Literal["requests", "tokens"]
 
@@ -120,6 +144,21 @@ class Slot:
     scope: str
     holder: str
     expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One counter of a ``reserve``: add ``amount`` (micro-USD, ``>= 0``) to ``counter`` if it stays within
+    ``cap``."""
+
+    counter: str
+    """Counter name (the same namespace as ``try_add``/``add``/``get``/``set``)."""
+    amount: int
+    cap: int | None
+    """Admit only if ``current + amount <= cap``; None: no cap (always fits)."""
+    ttl_s: float | None = None
+    """Expiry given to the counter if it has none yet, normally because this call creates it (monthly
+    budgets)."""
 
 
 @dataclass(slots=True)
@@ -184,9 +223,7 @@ class Limiter(Protocol):
         """Called when the call ends, however it ends. Idempotent."""
         ...
 
-    async def try_add(
-        self, name: str, amount: int, cap: int, *, ttl_s: float | None = None
-    ) -> tuple[bool, int]:
+    async def try_add(self, name: str, amount: int, cap: int, *, ttl_s: float | None = None) -> tuple[bool, int]:
         """Billing's reservation: add ``amount`` only if ``current + amount <= cap``. Returns ``(True, new)``
         or ``(False, current)``, atomically across instances."""
         ...
@@ -202,6 +239,45 @@ class Limiter(Protocol):
 
     async def set(self, name: str, value: int, *, ttl_s: float | None = None) -> None:
         """Replace value and expiry, e.g. when billing reloads a balance from the ledger."""
+        ...
+
+    async def reserve(
+        self,
+        hold_id: str,
+        charges: Sequence[Charge],
+        *,
+        lease_s: float = DEFAULT_HOLD_LEASE_S,
+        now: float | None = None,
+    ) -> int | None:
+        """Billing's reservation before the upstream call. Atomically: if every charge fits its cap, add every
+        amount to its counter and register the hold (``hold_id -> {counter: amount}``, expiring at ``now +
+        lease_s``); return None. Otherwise change nothing and return the index of the first charge that did
+        not fit. A ``hold_id`` already registered raises ``ValueError`` (as do repeated counters and negative
+        amounts). ``now`` only places the lease; counter expiries follow the limiter's clock."""
+        ...
+
+    async def settle(self, hold_id: str, actual: Mapping[str, int]) -> bool:
+        """Billing's settlement when the call ends. Atomically: if the hold is still registered, remove it, add
+        ``actual.get(counter, 0) - reserved`` to each of its counters and ``actual`` to counters not in the
+        hold; return True. If it is gone (settled already, or released by the sweeper), add the full actual
+        amounts and return False: the work was done, so it is charged either way, exactly once per call.
+        Settle each hold once. Caps are not checked. Counters that do not exist are left alone (see Holds)."""
+        ...
+
+    async def release_expired(self, *, now: float | None = None, limit: int = 1000) -> int:
+        """The sweeper: remove up to ``limit`` holds whose lease has ended (``expires <= now``) and subtract
+        their reserved amounts (from counters that still exist); return how many. Safe to run from every
+        instance at once: each hold is released at most once, and never both settled and released."""
+        ...
+
+    async def seed(self, values: Mapping[str, int], *, ttl_s: Mapping[str, float] | None = None) -> int:
+        """Set each counter to its value (with the expiry in ``ttl_s``, if any) only where the counter does not
+        exist yet; return how many were set. The first instance to see an account seeds it from the
+        database; later ones keep the live value."""
+        ...
+
+    async def open_holds(self) -> int:
+        """How many holds are registered (for tests, metrics and a consistency check)."""
         ...
 
     async def publish(self, channel: str, message: bytes) -> None:
@@ -241,6 +317,22 @@ def check_scopes(scopes: Sequence[ScopeLimits], tokens: int) -> None:
     for s in scopes:
         if (s.rpm is not None and s.rpm < 0) or (s.tpm is not None and s.tpm < 0):
             raise ValueError(f"limits must be >= 0 or None: {s}")
+
+
+def check_charges(hold_id: str, charges: Sequence[Charge]) -> None:
+    if not hold_id:
+        raise ValueError("hold_id must not be empty")
+    if len({c.counter for c in charges}) != len(charges):
+        raise ValueError("charges must name distinct counters")
+    for c in charges:
+        if c.amount < 0:
+            raise ValueError(f"charge amounts must be >= 0: {c}")
+
+
+def check_actual(actual: Mapping[str, int]) -> None:
+    for counter, amount in actual.items():
+        if amount < 0:
+            raise ValueError(f"actual amounts must be >= 0, got {amount} for {counter!r}")
 
 
 def build_decision(

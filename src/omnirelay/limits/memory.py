@@ -8,29 +8,38 @@ carry tokens, and corrections), kept in time order (appends are the common case;
 ``adjust_tokens`` inserts by bisection) and pruned from the left on every touch. Scopes whose windows have
 emptied are swept every ``SWEEP_EVERY`` calls, so memory follows what is in the window, not how many requests
 or keys were ever seen.
+
+Holds are a dict ``hold_id -> (expires_ms, {counter: amount})`` plus a heap of ``(expires_ms, hold_id)`` for the
+sweeper. Settling leaves its heap entry behind (skipped when popped, since it no longer matches the dict); the
+heap is rebuilt from the dict when such leftovers outnumber the live holds, so it stays proportional to them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 import time
 from bisect import insort
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Self
 
 from omnirelay.limits.base import (
+    DEFAULT_HOLD_LEASE_S,
     DEFAULT_LEASE_S,
     FITS,
     NEVER,
     WINDOW_MS,
+    Charge,
     Limiter,
     RateDecision,
     ScopeLimits,
     ScopeUsage,
     Slot,
     build_decision,
+    check_actual,
+    check_charges,
     check_scopes,
     to_ms,
 )
@@ -166,6 +175,8 @@ class MemoryLimiter(Limiter):
         self._subscriptions: set[MemorySubscription] = set()
         self._holder_ids = itertools.count(1)
         self._calls = 0
+        self._holds: dict[str, tuple[int, dict[str, int]]] = {}
+        self._hold_leases: list[tuple[int, str]] = []
 
     def _now_ms(self, now: float | None) -> int:
         return to_ms(self._clock() if now is None else now)
@@ -296,9 +307,7 @@ class MemoryLimiter(Limiter):
             counter.expires_at = now + ttl_s
         return counter.value
 
-    async def try_add(
-        self, name: str, amount: int, cap: int, *, ttl_s: float | None = None
-    ) -> tuple[bool, int]:
+    async def try_add(self, name: str, amount: int, cap: int, *, ttl_s: float | None = None) -> tuple[bool, int]:
         now = self._clock()
         counter = self._live(name, now)
         current = 0 if counter is None else counter.value
@@ -316,6 +325,83 @@ class MemoryLimiter(Limiter):
     async def set(self, name: str, value: int, *, ttl_s: float | None = None) -> None:
         expires_at = None if ttl_s is None else self._clock() + ttl_s
         self._counters[name] = _Counter(value, expires_at)
+
+    # -- holds ----------------------------------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        hold_id: str,
+        charges: Sequence[Charge],
+        *,
+        lease_s: float = DEFAULT_HOLD_LEASE_S,
+        now: float | None = None,
+    ) -> int | None:
+        check_charges(hold_id, charges)
+        if hold_id in self._holds:
+            raise ValueError(f"hold {hold_id!r} is already registered")
+        clock = self._clock()
+        for i, charge in enumerate(charges):
+            if charge.cap is not None:
+                counter = self._live(charge.counter, clock)
+                if (0 if counter is None else counter.value) + charge.amount > charge.cap:
+                    return i
+        for charge in charges:
+            self._added(charge.counter, charge.amount, charge.ttl_s, clock)
+        expires_ms = self._now_ms(now) + to_ms(lease_s)
+        self._holds[hold_id] = (expires_ms, {c.counter: c.amount for c in charges})
+        leases = self._hold_leases
+        if len(leases) > 2 * len(self._holds) + 64:  # mostly entries of settled holds: rebuild
+            leases[:] = [(expires, hid) for hid, (expires, _) in self._holds.items()]
+            heapq.heapify(leases)
+        else:
+            heapq.heappush(leases, (expires_ms, hold_id))
+        return None
+
+    async def settle(self, hold_id: str, actual: Mapping[str, int]) -> bool:
+        check_actual(actual)
+        clock = self._clock()
+        hold = self._holds.pop(hold_id, None)
+        deltas = dict(actual)
+        if hold is not None:
+            for name, reserved in hold[1].items():
+                deltas[name] = deltas.get(name, 0) - reserved
+        for name, delta in deltas.items():
+            counter = self._live(name, clock)
+            if counter is not None:  # a missing counter is left for seed (see base)
+                counter.value += delta
+        return hold is not None
+
+    async def release_expired(self, *, now: float | None = None, limit: int = 1000) -> int:
+        now_ms = self._now_ms(now)
+        clock = self._clock()
+        leases, holds = self._hold_leases, self._holds
+        released = 0
+        while leases and released < limit and leases[0][0] <= now_ms:
+            expires_ms, hold_id = heapq.heappop(leases)
+            hold = holds.get(hold_id)
+            if hold is None or hold[0] != expires_ms:
+                continue  # settled (and maybe registered again under the same id)
+            del holds[hold_id]
+            for name, reserved in hold[1].items():
+                counter = self._live(name, clock)
+                if counter is not None:
+                    counter.value -= reserved
+            released += 1
+        return released
+
+    async def seed(self, values: Mapping[str, int], *, ttl_s: Mapping[str, float] | None = None) -> int:
+        clock = self._clock()
+        ttls = ttl_s or {}
+        seeded = 0
+        for name, value in values.items():
+            if self._live(name, clock) is None:
+                ttl = ttls.get(name)
+                self._counters[name] = _Counter(value, None if ttl is None else clock + ttl)
+                seeded += 1
+        return seeded
+
+    async def open_holds(self) -> int:
+        return len(self._holds)
 
     # -- invalidation bus -----------------------------------------------------------------------------------
 

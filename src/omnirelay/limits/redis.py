@@ -16,19 +16,25 @@ script's keys always share a slot)::
                      and x: when the keys' expiry was last extended
     slot:<scope>     sorted set of slot holders, score = lease expiry (ms)
     ctr:<name>       integer spend counter
+    hold             hash hold_id -> JSON ``[counter key, "amount", ...]`` (amounts as strings: exact integers)
+    hold:lease       sorted set of hold ids, score = lease expiry (ms)
     bus:<channel>    pub/sub channel
 
 Window keys expire between 1.5 and 2 windows after their last write, slot keys after their last lease, so idle
 scopes cost nothing. Connection failures and timeouts surface as ``LimiterUnavailable``.
+
+The hold scripts of ``settle`` and ``release_expired`` touch counter keys read from the hold rather than passed
+in ``KEYS``; they share the namespace's hash tag (one cluster slot), so this holds on Redis Cluster too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Self
 
 import redis.asyncio as aioredis
@@ -37,8 +43,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from omnirelay.limits.base import (
+    DEFAULT_HOLD_LEASE_S,
     DEFAULT_LEASE_S,
     WINDOW_MS,
+    Charge,
     Limiter,
     LimiterUnavailable,
     RateDecision,
@@ -46,6 +54,8 @@ from omnirelay.limits.base import (
     ScopeUsage,
     Slot,
     build_decision,
+    check_actual,
+    check_charges,
     check_scopes,
     to_ms,
 )
@@ -211,6 +221,99 @@ end
 return value
 """
 
+# Holds. Amounts travel and are stored as decimal strings and only ever reach INCRBY/DECRBY as such, so they
+# stay exact integers (Lua numbers are doubles, printed with 14 digits); only cap checks compare as numbers,
+# like _TRY_ADD_LUA.
+
+# KEYS: hold hash, lease zset, then the charges' counters. ARGV: hold id, expires_ms, hold JSON, then per
+# charge: amount, cap ('' = none), ttl_ms ('' = none). Returns -1 reserved, -2 id taken, else the 0-based index
+# of the first charge over its cap.
+_RESERVE_LUA = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  return -2
+end
+local n = #KEYS - 2
+for i = 1, n do
+  local cap = ARGV[3 * i + 2]
+  if cap ~= '' then
+    local current = tonumber(redis.call('GET', KEYS[i + 2]) or '0')
+    if current + tonumber(ARGV[3 * i + 1]) > tonumber(cap) then
+      return i - 1
+    end
+  end
+end
+for i = 1, n do
+  local key, ttl = KEYS[i + 2], ARGV[3 * i + 3]
+  redis.call('INCRBY', key, ARGV[3 * i + 1])
+  if ttl ~= '' and redis.call('PTTL', key) == -1 then
+    redis.call('PEXPIRE', key, ttl)
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return -1
+"""
+
+# KEYS: hold hash, lease zset, then the counters of `actual`. ARGV: hold id, then their amounts (non-zero).
+# Returns 1 if the hold was registered (and is now settled), 0 if it was gone. Missing counters are not created.
+_SETTLE_LUA = """
+local actual = {}
+for i = 3, #KEYS do actual[KEYS[i]] = ARGV[i - 1] end
+local data = redis.call('HGET', KEYS[1], ARGV[1])
+if data then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+  local held = cjson.decode(data)
+  for j = 1, #held, 2 do
+    local key, amount = held[j], actual[held[j]]
+    actual[key] = nil
+    if redis.call('EXISTS', key) == 1 then
+      if amount then redis.call('INCRBY', key, amount) end
+      redis.call('DECRBY', key, held[j + 1])
+    end
+  end
+end
+for i = 3, #KEYS do
+  if actual[KEYS[i]] and redis.call('EXISTS', KEYS[i]) == 1 then redis.call('INCRBY', KEYS[i], actual[KEYS[i]]) end
+end
+if data then return 1 end
+return 0
+"""
+
+# KEYS: hold hash, lease zset. ARGV: now_ms, limit. Returns how many holds were released.
+_RELEASE_LUA = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for i = 1, #ids do
+  local data = redis.call('HGET', KEYS[1], ids[i])
+  redis.call('HDEL', KEYS[1], ids[i])
+  redis.call('ZREM', KEYS[2], ids[i])
+  if data then
+    local held = cjson.decode(data)
+    for j = 1, #held, 2 do
+      if redis.call('EXISTS', held[j]) == 1 then
+        redis.call('DECRBY', held[j], held[j + 1])
+      end
+    end
+  end
+end
+return #ids
+"""
+
+# KEYS: counters. ARGV: per counter: value, ttl_ms ('' = none). Returns how many were set.
+_SEED_LUA = """
+local seeded = 0
+for i = 1, #KEYS do
+  local ok
+  if ARGV[2 * i] == '' then
+    ok = redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'NX')
+  else
+    ok = redis.call('SET', KEYS[i], ARGV[2 * i - 1], 'PX', ARGV[2 * i], 'NX')
+  end
+  if ok then seeded = seeded + 1 end
+end
+return seeded
+"""
+
 
 @contextlib.contextmanager
 def _unavailable_on_failure() -> Iterator[None]:
@@ -293,6 +396,12 @@ class RedisLimiter(Limiter):
         self._renew = client.register_script(_RENEW_LUA)
         self._try_add = client.register_script(_TRY_ADD_LUA)
         self._add_ttl = client.register_script(_ADD_TTL_LUA)
+        self._reserve = client.register_script(_RESERVE_LUA)
+        self._settle = client.register_script(_SETTLE_LUA)
+        self._release_expired = client.register_script(_RELEASE_LUA)
+        self._seed = client.register_script(_SEED_LUA)
+        self._holds_key = self._prefix + "hold"
+        self._leases_key = self._prefix + "hold:lease"
 
     @classmethod
     def from_url(
@@ -369,9 +478,7 @@ class RedisLimiter(Limiter):
         expires_ms = now_ms + to_ms(lease_s)
         holder = self._id()
         with _unavailable_on_failure():
-            ok = await self._acquire(
-                keys=[self._prefix + "slot:" + scope], args=[now_ms, expires_ms, limit, holder]
-            )
+            ok = await self._acquire(keys=[self._prefix + "slot:" + scope], args=[now_ms, expires_ms, limit, holder])
         return Slot(scope=scope, holder=holder, expires_at=expires_ms / 1000) if ok else None
 
     async def renew_slot(
@@ -380,9 +487,7 @@ class RedisLimiter(Limiter):
         now_ms = self._now_ms(now)
         expires_ms = now_ms + to_ms(lease_s)
         with _unavailable_on_failure():
-            ok = await self._renew(
-                keys=[self._prefix + "slot:" + slot.scope], args=[now_ms, expires_ms, slot.holder]
-            )
+            ok = await self._renew(keys=[self._prefix + "slot:" + slot.scope], args=[now_ms, expires_ms, slot.holder])
         return Slot(scope=slot.scope, holder=slot.holder, expires_at=expires_ms / 1000) if ok else None
 
     async def release(self, slot: Slot) -> None:
@@ -391,9 +496,7 @@ class RedisLimiter(Limiter):
 
     # -- spend counters -------------------------------------------------------------------------------------
 
-    async def try_add(
-        self, name: str, amount: int, cap: int, *, ttl_s: float | None = None
-    ) -> tuple[bool, int]:
+    async def try_add(self, name: str, amount: int, cap: int, *, ttl_s: float | None = None) -> tuple[bool, int]:
         ttl: int | str = "" if ttl_s is None else to_ms(ttl_s)
         with _unavailable_on_failure():
             ok, value = await self._try_add(keys=[self._prefix + "ctr:" + name], args=[amount, cap, ttl])
@@ -413,9 +516,69 @@ class RedisLimiter(Limiter):
 
     async def set(self, name: str, value: int, *, ttl_s: float | None = None) -> None:
         with _unavailable_on_failure():
-            await self._client.set(
-                self._prefix + "ctr:" + name, value, px=None if ttl_s is None else to_ms(ttl_s)
+            await self._client.set(self._prefix + "ctr:" + name, value, px=None if ttl_s is None else to_ms(ttl_s))
+
+    # -- holds ----------------------------------------------------------------------------------------------
+
+    async def reserve(
+        self,
+        hold_id: str,
+        charges: Sequence[Charge],
+        *,
+        lease_s: float = DEFAULT_HOLD_LEASE_S,
+        now: float | None = None,
+    ) -> int | None:
+        check_charges(hold_id, charges)
+        keys = [self._holds_key, self._leases_key]
+        held: list[str] = []
+        args: list[int | str] = [hold_id, self._now_ms(now) + to_ms(lease_s), ""]
+        for c in charges:
+            key = self._prefix + "ctr:" + c.counter
+            keys.append(key)
+            held += (key, str(c.amount))
+            args += (c.amount, "" if c.cap is None else c.cap, "" if c.ttl_s is None else to_ms(c.ttl_s))
+        args[2] = json.dumps(held, ensure_ascii=False, separators=(",", ":"))
+        with _unavailable_on_failure():
+            out = int(await self._reserve(keys=keys, args=args))
+        if out == -2:
+            raise ValueError(f"hold {hold_id!r} is already registered")
+        return None if out == -1 else out
+
+    async def settle(self, hold_id: str, actual: Mapping[str, int]) -> bool:
+        check_actual(actual)
+        keys = [self._holds_key, self._leases_key]
+        args: list[int | str] = [hold_id]
+        for name, amount in actual.items():
+            if amount:
+                keys.append(self._prefix + "ctr:" + name)
+                args.append(amount)
+        with _unavailable_on_failure():
+            return int(await self._settle(keys=keys, args=args)) == 1
+
+    async def release_expired(self, *, now: float | None = None, limit: int = 1000) -> int:
+        if limit <= 0:
+            return 0
+        with _unavailable_on_failure():
+            return int(
+                await self._release_expired(keys=[self._holds_key, self._leases_key], args=[self._now_ms(now), limit])
             )
+
+    async def seed(self, values: Mapping[str, int], *, ttl_s: Mapping[str, float] | None = None) -> int:
+        if not values:
+            return 0
+        ttls = ttl_s or {}
+        keys: list[str] = []
+        args: list[int | str] = []
+        for name, value in values.items():
+            ttl = ttls.get(name)
+            keys.append(self._prefix + "ctr:" + name)
+            args += (value, "" if ttl is None else to_ms(ttl))
+        with _unavailable_on_failure():
+            return int(await self._seed(keys=keys, args=args))
+
+    async def open_holds(self) -> int:
+        with _unavailable_on_failure():
+            return int(await self._client.hlen(self._holds_key))
 
     # -- invalidation bus -----------------------------------------------------------------------------------
 
