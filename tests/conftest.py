@@ -65,6 +65,7 @@ TEST_MASTER_KEY = "x3ZbE2zkd0xWm6a9bT1KqJ4oF6iYp8Rr2Nn5Uu7Ww0A="
 class GatewayHarness:
     server: ServerThread
     gateway: Any
+    relay: Any
     keys: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -86,7 +87,13 @@ class GatewayHarness:
         return self.server.call(coro)
 
     def flush_usage(self) -> None:
-        self.server.call(self.gateway.usage.flush())
+        """Wait until every finished call is settled and its rows are in the database."""
+
+        async def settle_and_flush() -> None:
+            await self.relay.admission.drain()
+            await self.gateway.writer.flush()
+
+        self.server.call(settle_and_flush())
 
 
 def start_gateway(settings: Any) -> GatewayHarness:
@@ -96,4 +103,4 @@ def start_gateway(settings: Any) -> GatewayHarness:
         settings = settings.model_copy(update={"master_key": TEST_MASTER_KEY})
     app = create_app(settings)
     server = ServerThread(app).start()
-    return GatewayHarness(server=server, gateway=app.state.gateway)
+    return GatewayHarness(server=server, gateway=app.state.gateway, relay=app.state.relay)

@@ -36,7 +36,7 @@ def create_app(settings: Settings) -> Starlette:
         try:
             yield
         finally:
-            await gateway.stop()
+            await gateway.stop(drain=relay.admission.drain)
 
     async def health(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -56,6 +56,7 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={Exception: internal_error},
     )
     app.state.gateway = gateway
+    app.state.relay = relay
     return app
 
 

@@ -52,6 +52,8 @@ class Settings(BaseModel):
 
     database_url: str = "sqlite:///./omnirelay.db"
     redis_url: str | None = None
+    redis_namespace: str = "default"
+    """Prefix of every Redis key, so several gateways (or test runs) can share one Redis."""
     admin_token: str | None = None
     master_key: str | None = None
     """Fernet key that encrypts upstream keys at rest; generated beside a SQLite file when absent."""
@@ -65,6 +67,10 @@ class Settings(BaseModel):
     config_poll_s: float = 0.5
     """How often each instance checks the shared config version (a one-row read) for changes."""
     cache_refresh_s: float = 300.0
+    hold_lease_s: float = 900.0
+    """How long a budget reservation outlives an instance that died holding it."""
+    hold_sweep_s: float = 30.0
+    """How often each instance releases budget reservations whose lease expired (their instance died)."""
     """Safety net: reload keys and channels this often even if no invalidation message arrived."""
 
 

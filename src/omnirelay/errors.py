@@ -35,8 +35,9 @@ class ErrorSpec:
 class ErrorCode(Enum):
     invalid_request = ErrorSpec(400, "invalid_request", None, False, "info")
     authentication = ErrorSpec(401, "authentication", "invalid_api_key", False, "info")
-    insufficient_quota = ErrorSpec(402, "insufficient_quota", "insufficient_quota", False, "info")
+    insufficient_quota = ErrorSpec(429, "insufficient_quota", "insufficient_quota", False, "info")
     permission = ErrorSpec(403, "permission", "model_not_allowed", False, "info")
+    not_priced = ErrorSpec(403, "permission", "model_not_priced", False, "warning")
     not_found = ErrorSpec(404, "not_found", "model_not_found", False, "info")
     request_too_large = ErrorSpec(413, "request_too_large", "request_too_large", False, "info")
     rate_limited = ErrorSpec(429, "rate_limited", "rate_limit_exceeded", True, "info")

@@ -9,21 +9,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from omnirelay.billing import tokens
+from omnirelay.billing.ledger import Billing
+from omnirelay.billing.prices import PriceTable
 from omnirelay.config import Settings, async_database_url
 from omnirelay.crypto import SecretBox, hash_key, load_or_create_master_key
 from omnirelay.errors import ErrorCode, GatewayError
+from omnirelay.limits import create_limiter
 from omnirelay.providers.upstream import create_session
 from omnirelay.routing.registry import ChannelRegistry
 from omnirelay.store import repo
 from omnirelay.store.db import create_engine, migrate, sessionmaker
 from omnirelay.store.snapshot import KeyRecord, Snapshot, load_snapshot
-from omnirelay.store.usage_writer import UsageWriter
+from omnirelay.store.writer import BatchWriter
 
 log = structlog.get_logger(__name__)
 
@@ -43,13 +48,17 @@ class Gateway:
         self.engine: AsyncEngine = create_engine(settings.database_url)
         self.sessions: async_sessionmaker = sessionmaker(self.engine)  # type: ignore[type-arg]
         self.box = SecretBox(master_key_for(settings))
-        self.usage = UsageWriter(
+        self.writer = BatchWriter(
             self.engine, interval=settings.usage_flush_interval_s, batch_size=settings.usage_batch_size
         )
+        self.limiter = create_limiter(settings.redis_url, namespace=settings.redis_namespace)
+        self.prices = PriceTable(settings.prices)
+        self.billing = Billing(self.limiter, self.prices, hold_lease_s=settings.hold_lease_s)
         self.snapshot = Snapshot(keys_by_hash={}, channels=())
         self.registry = ChannelRegistry(())
         self._http: aiohttp.ClientSession | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._version = -1
 
     @property
@@ -58,6 +67,8 @@ class Gateway:
         return self._http
 
     async def start(self) -> None:
+        # Building the tokenizers takes about a second: do it now, off the event loop, not on the first request.
+        await asyncio.to_thread(tokens.preload)
         await migrate(self.engine)
         async with self.sessions.begin() as session:
             await repo.ensure_account(session)
@@ -65,15 +76,20 @@ class Gateway:
             await repo.sync_config_keys(session, self.settings.keys)
         await self.reload()
         self._http = create_session()
-        self.usage.start()
+        self.writer.start()
         self._refresher = asyncio.create_task(self._refresh_periodically(), name="cache-refresh")
+        self._sweeper = asyncio.create_task(self._sweep_holds(), name="hold-sweeper")
 
-    async def stop(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
-        await self.usage.close()
+    async def stop(self, drain: Callable[[], Awaitable[None]] | None = None) -> None:
+        for task in (self._refresher, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if drain is not None:
+            await drain()
+        await self.writer.close()
+        await self.limiter.close()
         if self._http is not None:
             await self._http.close()
         await self.engine.dispose()
@@ -83,9 +99,21 @@ class Gateway:
         async with self.sessions() as session:
             version = await repo.config_version(session)
             snapshot = await load_snapshot(session, self.box)
+        await self.billing.seed(snapshot.keys_by_hash.values())
         self.snapshot = snapshot
         self.registry = ChannelRegistry(snapshot.channels)
         self._version = version
+
+    async def _sweep_holds(self) -> None:
+        """Release reservations whose call died with its instance (their lease ran out)."""
+        while True:
+            await asyncio.sleep(self.settings.hold_sweep_s)
+            try:
+                released = await self.billing.release_expired()
+                if released:
+                    log.warning("expired_holds_released", count=released)
+            except Exception as exc:
+                log.warning("hold_sweep_failed", error=type(exc).__name__)
 
     async def _refresh_periodically(self) -> None:
         """Reload when the shared config version moved (checked every ``config_poll_s``), and in any case every

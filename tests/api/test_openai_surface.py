@@ -45,6 +45,7 @@ def gw(database_url: str, openai_sim: ServerThread) -> Iterator[GatewayHarness]:
                 name="wrongkey", base_url=sim, api_keys=["sk-wrong-upstream-key-987654321"], models=["wrongkey-model"]
             ),
         ],
+        prices={"dead-model": {"free": True}, "wrongkey-model": {"free": True}},
     )
     harness = start_gateway(settings)
     harness.keys["all"] = harness.create_key("all")

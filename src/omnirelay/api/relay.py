@@ -21,6 +21,7 @@ import orjson
 import structlog
 from starlette.responses import Response, StreamingResponse
 
+from omnirelay.api.admission import Admission, Ticket
 from omnirelay.billing import tokens
 from omnirelay.errors import ErrorCode, GatewayError
 from omnirelay.formats.anthropic_messages import anthropic_usage_to_ir
@@ -99,6 +100,8 @@ class Call:
     request_id: str = field(default_factory=new_request_id)
     started: float = field(default_factory=time.perf_counter)
     candidate: Candidate | None = None
+    ticket: Ticket | None = None
+    prompt_tokens: int | None = None
     upstream_seconds: float = 0.0
     first_token_at: float | None = None
 
@@ -122,9 +125,30 @@ class Prepared:
 class Relay:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
+        self.admission = Admission(gateway.billing, gateway.limiter)
 
     async def handle(self, call: Call) -> Response:
         candidates = self.gateway.registry.candidates(call.model)
+        try:
+            call.ticket = await self.admission.admit(
+                request_id=call.request_id,
+                key=call.key,
+                surface=call.surface,
+                model=call.model,
+                upstream_model=candidates[0].upstream_model if candidates else None,
+                body=call.body,
+                prompt_tokens=self._prompt_tokens(call),
+            )
+        except GatewayError as err:
+            self._finish(call, Usage(), err.status, err.code.name)
+            raise
+        try:
+            return await self._try_candidates(call, candidates)
+        except GatewayError as err:
+            err.headers.update(call.ticket.headers)
+            raise
+
+    async def _try_candidates(self, call: Call, candidates: list[Candidate]) -> Response:
         last_error: GatewayError | None = None
         for candidate in candidates[:MAX_ATTEMPTS]:
             call.candidate = candidate
@@ -214,12 +238,17 @@ class Relay:
             response.release()
         call.upstream_seconds += time.perf_counter() - reading
         if prepared.context is not None:
-            answer = parse_response(prepared.context, payload)
+            try:
+                answer = parse_response(prepared.context, payload)
+            except TranslationError as exc:
+                raise GatewayError(
+                    ErrorCode.upstream_error, "The upstream answered with a body it cannot read."
+                ) from exc
             usage = answer.usage if answer.usage is not None else self._estimate(call, [])
             payload = orjson.dumps(render_response(prepared.context, answer))
         else:
             usage = self._usage_of_body(call, prepared.upstream_format, payload)
-        headers = {"x-request-id": call.request_id, "x-omnirelay-overhead-ms": f"{call.overhead_ms():.2f}"}
+        headers = self._headers(call)
         self._finish(call, usage, 200, None)
         return Response(payload, status_code=200, headers=headers, media_type="application/json")
 
@@ -240,9 +269,14 @@ class Relay:
         return self._estimate(call, produced)
 
     def _prompt_tokens(self, call: Call) -> int:
-        if call.endpoint in ("embeddings", "completions"):
-            return tokens.count_openai_text_input(call.model, call.body.get("input", call.body.get("prompt")))
-        return int(PROMPT_COUNTERS[call.surface](call.model, call.body))
+        """Counted offline once per call: the reservation, the token window and any estimate use it."""
+        if call.prompt_tokens is None:
+            if call.endpoint in ("embeddings", "completions"):
+                value = call.body.get("input", call.body.get("prompt"))
+                call.prompt_tokens = tokens.count_openai_text_input(call.model, value)
+            else:
+                call.prompt_tokens = int(PROMPT_COUNTERS[call.surface](call.model, call.body))
+        return call.prompt_tokens
 
     def _estimate(self, call: Call, produced: list[str]) -> Usage:
         """The upstream gave no usage: count both sides offline so the call is still billed."""
@@ -251,12 +285,7 @@ class Relay:
         return Usage(input_tokens=self._prompt_tokens(call), output_tokens=completion, estimated=True)
 
     def _stream(self, call: Call, response: aiohttp.ClientResponse, tap: StreamTap) -> Response:
-        headers = {
-            "x-request-id": call.request_id,
-            "x-omnirelay-overhead-ms": f"{call.overhead_ms():.2f}",
-            "cache-control": "no-cache",
-            "x-accel-buffering": "no",
-        }
+        headers = self._headers(call, **{"cache-control": "no-cache", "x-accel-buffering": "no"})
         media_type = "text/event-stream; charset=utf-8"
         if call.surface == "gemini" and not call.gemini_sse:
             media_type = "application/json; charset=utf-8"
@@ -324,10 +353,18 @@ class Relay:
             type_override=parsed.vendor_type if same_format and call.surface == "openai" else None,
         )
 
+    def _headers(self, call: Call, **extra: str) -> dict[str, str]:
+        headers = {"x-request-id": call.request_id, "x-omnirelay-overhead-ms": f"{call.overhead_ms():.2f}", **extra}
+        if call.ticket is not None:
+            headers.update(call.ticket.headers)
+        return headers
+
     def _finish(self, call: Call, usage: Usage, status: int, error_code: str | None) -> None:
+        """The one place a call ends: settle its cost and queue its usage row (and ledger entry)."""
         now = time.perf_counter()
         candidate = call.candidate
-        self.gateway.usage.record(
+        cost = self.admission.settle(call.ticket, call.key, usage) if call.ticket is not None else 0
+        self.gateway.writer.record(
             {
                 "request_id": call.request_id,
                 "created_at": datetime.now(UTC),
@@ -345,12 +382,12 @@ class Relay:
                 "cached_tokens": usage.cached_input_tokens,
                 "reasoning_tokens": usage.reasoning_tokens,
                 "usage_estimated": usage.estimated,
-                "cost_micros": 0,
                 "latency_ms": round((now - call.started) * 1000),
                 "ttft_ms": round((call.first_token_at - call.started) * 1000) if call.first_token_at else None,
                 "overhead_ms": round(call.overhead_ms(now)),
                 "client_ip": call.client_ip,
-            }
+            },
+            cost,
         )
 
 

@@ -1,4 +1,5 @@
-"""Typed reads from parsed JSON: each accessor checks the type and names the offending path in the 400 it raises."""
+"""Typed reads from parsed JSON: each accessor checks the type and names the offending path in the 400 it
+raises."""
 
 from __future__ import annotations
 

@@ -13,6 +13,7 @@ from omnirelay.formats.ir import (
     FetchedMedia,
     Format,
     IRRequest,
+    MediaKind,
     MediaPart,
     NeedsFetch,
     ToolResultPart,
@@ -35,7 +36,12 @@ EXTENSION_TYPES: dict[str, str] = {
     "webm": "video/webm",
 }
 
-GEMINI_FILE_PREFIXES = ("https://generativelanguage.googleapis.com/", "gs://", "https://www.youtube.com/", "https://youtu.be/")
+GEMINI_FILE_PREFIXES = (
+    "https://generativelanguage.googleapis.com/",
+    "gs://",
+    "https://www.youtube.com/",
+    "https://youtu.be/",
+)
 """URIs Gemini reads itself through ``fileData`` (Files API, Cloud Storage, YouTube); no other vendor can."""
 
 URL_KINDS: dict[Format, frozenset[str]] = {
@@ -67,12 +73,15 @@ def guess_media_type(url: str) -> str | None:
     return EXTENSION_TYPES.get(ext.lower()) if dot else None
 
 
-def kind_of(media_type: str | None) -> str:
+MAJOR_KINDS: dict[str, MediaKind] = {"image": "image", "audio": "audio", "video": "video"}
+
+
+def kind_of(media_type: str | None) -> MediaKind:
     if media_type is None:
         return "file"
-    major = media_type.split("/", 1)[0]
-    if major in ("image", "audio", "video"):
-        return major
+    kind = MAJOR_KINDS.get(media_type.split("/", 1)[0])
+    if kind is not None:
+        return kind
     return "document" if media_type in ("application/pdf", "text/plain") else "file"
 
 
@@ -95,16 +104,27 @@ def iter_media(request: IRRequest) -> Iterator[MediaPart]:
                         yield inner
 
 
+INLINE_KINDS: dict[Format, frozenset[str]] = {
+    "openai": frozenset({"image", "audio", "document", "file"}),
+    "anthropic": frozenset({"image", "document"}),
+    "gemini": frozenset({"image", "audio", "document", "video", "file"}),
+}
+"""Media kinds each target takes at all; fetching a kind the target refuses anyway would be wasted I/O."""
+
+
 def needs_fetch(part: MediaPart, target: Format) -> bool:
-    if part.url is None or not is_http(part.url):
+    if part.url is None or not is_http(part.url) or part.kind not in INLINE_KINDS[target]:
         return False
     if target == "gemini":
         return not is_gemini_uri(part.url)
-    return part.kind not in URL_KINDS[target]
+    return not is_gemini_uri(part.url) and part.kind not in URL_KINDS[target]
 
 
-def urls_to_fetch(request: IRRequest, target: Format, fetched: Mapping[str, FetchedMedia] | None = None) -> tuple[str, ...]:
-    """Media URLs ``target`` cannot take by reference and that ``fetched`` does not already hold (in order, unique)."""
+def urls_to_fetch(
+    request: IRRequest, target: Format, fetched: Mapping[str, FetchedMedia] | None = None
+) -> tuple[str, ...]:
+    """Media URLs ``target`` cannot take by reference and that ``fetched`` does not already hold (in order,
+    unique)."""
     have = fetched or {}
     seen: dict[str, None] = {}
     for part in iter_media(request):
@@ -114,7 +134,8 @@ def urls_to_fetch(request: IRRequest, target: Format, fetched: Mapping[str, Fetc
 
 
 def inline_media(request: IRRequest, target: Format, fetched: Mapping[str, FetchedMedia] | None) -> None:
-    """Replace URLs ``target`` cannot take by the fetched bytes, or raise NeedsFetch listing what is missing."""
+    """Replace URLs ``target`` cannot take by the fetched bytes, or raise NeedsFetch listing what is
+    missing."""
     missing = urls_to_fetch(request, target, fetched)
     if missing:
         raise NeedsFetch(missing)

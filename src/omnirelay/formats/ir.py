@@ -1,38 +1,47 @@
 """The canonical form every wire format is translated through: requests, responses, stream events, errors.
 
-A translation is ``<source>_request_to_ir`` then ``ir_to_<target>_request``; responses and stream events go the
-other way. The IR keeps what at least two formats can express. What only one vendor can do (Anthropic server tools,
-Gemini ``googleSearch``, OpenAI ``web_search_options``, ...) travels as a :class:`VendorExtra` that only that vendor's
-encoder accepts; any other encoder raises :class:`UnsupportedField` naming the client's field.
+A translation is ``<source>_request_to_ir`` then ``ir_to_<target>_request``; responses and stream events go
+the other way. The IR keeps what at least two formats can express. What only one vendor can do (Anthropic
+server tools, Gemini ``googleSearch``, OpenAI ``web_search_options``, ...) travels as a :class:`VendorExtra`
+that only that vendor's encoder accepts; any other encoder raises :class:`UnsupportedField` naming the
+client's field.
 
 Errors raised by translators (the gateway maps them onto its own error type)::
 
     TranslationError
     ├── InvalidRequest      the client's body is malformed (400, names ``param``)
     ├── UnsupportedField    the target format cannot carry a field the client set (400, names ``field``)
-    └── NeedsFetch          the target needs inline bytes for media the client gave by URL (the gateway fetches the
-                            URLs, then calls again with ``fetched=``)
+    ├── NeedsFetch          the target needs inline bytes for media given by URL (the gateway fetches
+    │                       the URLs, then calls again with ``fetched=``)
+    └── UpstreamUnreadable  an upstream answer could not be read (502 ``upstream_error``, not the client's fault)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from omnirelay.formats.usage import Usage
 
 Format = Literal["openai", "anthropic", "gemini"]
 FORMATS: tuple[Format, ...] = ("openai", "anthropic", "gemini")
+FORMAT_NAMES: dict[str, Format] = {name: name for name in FORMATS}
 
 JSONObject = dict[str, object]
 
 
-# --- errors -------------------------------------------------------------------------------------------------------
+UPSTREAM_NAMES: dict[str, str] = {
+    "openai": "an OpenAI upstream",
+    "anthropic": "an Anthropic upstream",
+    "gemini": "a Gemini upstream",
+}
+
+# --- errors
 
 
 class TranslationError(Exception):
-    """Base of every error a translator raises; all of them mean HTTP 400 for the client."""
+    """Base of every error a translator raises; all but UpstreamUnreadable mean HTTP 400 for the client."""
 
 
 class InvalidRequest(TranslationError):
@@ -46,7 +55,7 @@ class UnsupportedField(TranslationError):
     """``field`` is named in the client's own vocabulary (``presence_penalty``, ``generationConfig.topK``)."""
 
     def __init__(self, field: str, target: Format, reason: str) -> None:
-        super().__init__(f"'{field}' is not supported when this model is served by a {target} upstream: {reason}")
+        super().__init__(f"'{field}' is not supported when this model is served by {UPSTREAM_NAMES[target]}: {reason}")
         self.field = field
         self.target = target
         self.reason = reason
@@ -57,11 +66,20 @@ class UnsupportedField(TranslationError):
 
 
 class NeedsFetch(TranslationError):
-    """The target only takes inline media; fetch ``urls`` and call again with ``fetched={url: FetchedMedia}``."""
+    """The target only takes inline media; fetch ``urls`` and call again with ``fetched={url:
+    FetchedMedia}``."""
 
     def __init__(self, urls: tuple[str, ...]) -> None:
         super().__init__(f"{len(urls)} media URL(s) must be fetched and inlined for this upstream")
         self.urls = urls
+
+
+class UpstreamUnreadable(TranslationError):
+    """Raised by response translation: the upstream's body is not what its format promises."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +89,7 @@ class FetchedMedia:
     """Base64 of the bytes."""
 
 
-# --- request content ----------------------------------------------------------------------------------------------
+# --- request content
 
 MediaKind = Literal["image", "audio", "document", "video", "file"]
 
@@ -83,7 +101,8 @@ class TextPart:
 
 @dataclass(slots=True)
 class MediaPart:
-    """Exactly one of ``data`` (base64) or ``url`` is set. ``url`` may be ``https://``, ``gs://`` or a vendor file URI."""
+    """Exactly one of ``data`` (base64) or ``url`` is set. ``url`` may be ``https://``, ``gs://`` or a vendor
+    file URI."""
 
     kind: MediaKind
     media_type: str | None
@@ -97,7 +116,8 @@ class ThinkingPart:
     """Reasoning the model showed. ``signature`` is only meaningful to the vendor named by ``origin``.
 
     A redacted block (Anthropic ``redacted_thinking``) has ``redacted=True`` and its opaque data in ``text``.
-    A Gemini ``thoughtSignature`` on a non-thought part becomes a ThinkingPart with empty text placed just before it.
+    A Gemini ``thoughtSignature`` on a non-thought part becomes a ThinkingPart with empty text placed just
+    before it.
     """
 
     text: str
@@ -122,19 +142,31 @@ class ToolResultPart:
     is_error: bool = False
 
 
-Part = TextPart | MediaPart | ThinkingPart | ToolCallPart | ToolResultPart
+@dataclass(slots=True)
+class OpaquePart:
+    """A content block only ``origin`` understands (Anthropic ``server_tool_use``, Gemini ``executableCode``,
+    an OpenAI ``file_id``): carried raw, and any other encoder raises UnsupportedField naming ``field``."""
+
+    origin: Format
+    field: str
+    value: JSONObject
+
+
+Part = TextPart | MediaPart | ThinkingPart | ToolCallPart | ToolResultPart | OpaquePart
 Role = Literal["user", "assistant"]
+ROLES: dict[str, Role] = {"user": "user", "assistant": "assistant"}
 
 
 @dataclass(slots=True)
 class Message:
-    """Tool results live in ``user`` messages (Anthropic's and Gemini's shape); OpenAI's ``tool`` role maps there."""
+    """Tool results live in ``user`` messages (Anthropic's and Gemini's shape); OpenAI's ``tool`` role maps
+    there."""
 
     role: Role
     parts: list[Part]
 
 
-# --- request options ----------------------------------------------------------------------------------------------
+# --- request options
 
 
 @dataclass(slots=True)
@@ -147,6 +179,7 @@ class ToolDef:
 
 
 ToolChoiceMode = Literal["auto", "none", "required", "tool"]
+TOOL_CHOICE_MODES: dict[str, ToolChoiceMode] = {"auto": "auto", "none": "none", "required": "required"}
 
 
 @dataclass(slots=True)
@@ -167,8 +200,8 @@ class ResponseFormat:
 
 @dataclass(slots=True)
 class Reasoning:
-    """``enabled=False`` turns reasoning off. ``effort`` and ``budget_tokens`` may both be set; encoders prefer
-    whichever their format speaks and derive the other from :data:`EFFORT_BUDGET`."""
+    """``enabled=False`` turns reasoning off. ``effort`` and ``budget_tokens`` may both be set; encoders
+    prefer whichever their format speaks and derive the other from :data:`EFFORT_BUDGET`."""
 
     enabled: bool = True
     effort: str | None = None
@@ -217,10 +250,10 @@ class IRRequest:
     extras: list[VendorExtra] = field(default_factory=list)
 
 
-# --- responses ----------------------------------------------------------------------------------------------------
+# --- responses
 
 
-class FinishReason(str, Enum):
+class FinishReason(StrEnum):
     END_TURN = "end_turn"
     STOP_SEQUENCE = "stop_sequence"
     MAX_TOKENS = "max_tokens"
@@ -251,7 +284,7 @@ class IRResponse:
     created: int | None = None
 
 
-# --- stream events ------------------------------------------------------------------------------------------------
+# --- stream events
 
 
 @dataclass(slots=True)
@@ -321,9 +354,9 @@ class Finish:
 @dataclass(slots=True)
 class StreamError:
     message: str
-    kind: str = "api_error"
-    """An Anthropic-style error type (``overloaded_error``, ``rate_limit_error``, ...): the richest vocabulary."""
-    status: int = 500
+    code: str = "upstream_error"
+    """One of the gateway's error codes (``overloaded``, ``rate_limited``, ... see errors.CODE_STATUS)."""
+    status: int = 502
 
 
 @dataclass(slots=True)
@@ -348,7 +381,7 @@ StreamEvent = (
 )
 
 
-# --- shared tables ------------------------------------------------------------------------------------------------
+# --- shared tables
 
 EFFORT_BUDGET: dict[str, int] = {
     "minimal": 1024,
@@ -358,8 +391,9 @@ EFFORT_BUDGET: dict[str, int] = {
     "xhigh": 32768,
     "max": 65536,
 }
-"""OpenAI ``reasoning_effort`` / Anthropic ``output_config.effort`` / Gemini ``thinkingLevel`` ⇄ a thinking budget in
-tokens (Anthropic ``thinking.budget_tokens``, Gemini ``thinkingBudget``). Anthropic's minimum budget is 1024."""
+"""OpenAI ``reasoning_effort`` / Anthropic ``output_config.effort`` / Gemini ``thinkingLevel`` ⇄ a thinking
+budget in tokens (Anthropic ``thinking.budget_tokens``, Gemini ``thinkingBudget``). Anthropic's minimum budget
+is 1024."""
 
 
 def effort_to_budget(effort: str) -> int:
@@ -396,19 +430,30 @@ FIELD_NAMES: dict[str, dict[Format, str]] = {
     "logprobs": {"openai": "logprobs", "gemini": "generationConfig.responseLogprobs"},
     "top_logprobs": {"openai": "top_logprobs", "gemini": "generationConfig.logprobs"},
     "top_k": {"anthropic": "top_k", "gemini": "generationConfig.topK"},
-    "parallel_tool_calls": {"openai": "parallel_tool_calls", "anthropic": "tool_choice.disable_parallel_tool_use"},
+    "parallel_tool_calls": {
+        "openai": "parallel_tool_calls",
+        "anthropic": "tool_choice.disable_parallel_tool_use",
+    },
     "response_format": {
         "openai": "response_format",
         "anthropic": "output_config.format",
         "gemini": "generationConfig.responseSchema",
     },
-    "reasoning": {"openai": "reasoning_effort", "anthropic": "thinking", "gemini": "generationConfig.thinkingConfig"},
+    "reasoning": {
+        "openai": "reasoning_effort",
+        "anthropic": "thinking",
+        "gemini": "generationConfig.thinkingConfig",
+    },
     "audio": {"openai": "input_audio", "anthropic": "content", "gemini": "inlineData"},
     "video": {"openai": "content", "anthropic": "content", "gemini": "inlineData"},
     "document": {"openai": "file", "anthropic": "document", "gemini": "inlineData"},
     "file": {"openai": "file.file_id", "anthropic": "document", "gemini": "fileData"},
     "image": {"openai": "image_url", "anthropic": "image", "gemini": "fileData"},
-    "tool_result_media": {"openai": "content", "anthropic": "tool_result.content", "gemini": "functionResponse.parts"},
+    "tool_result_media": {
+        "openai": "content",
+        "anthropic": "tool_result.content",
+        "gemini": "functionResponse.parts",
+    },
 }
 """IR feature → the client's name for it, so an :class:`UnsupportedField` speaks the client's vocabulary."""
 
@@ -418,21 +463,38 @@ def unsupported(request: IRRequest, feature: str, target: Format, reason: str) -
     return UnsupportedField(name, target, reason)
 
 
+def untranslatable(param: str, what: str) -> InvalidRequest:
+    """Raised while reading a client body: something valid for its vendor that no other format can take."""
+    return InvalidRequest(f"{what} at '{param}' cannot be translated to another vendor's format", param)
+
+
+def check_opaque(part: OpaquePart, target: Format) -> JSONObject:
+    if part.origin != target:
+        raise UnsupportedField(part.field, target, f"a {part.origin}-only content block")
+    return part.value
+
+
+def extra_tools(extras: list[VendorExtra]) -> list[JSONObject]:
+    return [e.value for e in extras if e.kind == "tool" and isinstance(e.value, dict)]
+
+
 def check_extras(request: IRRequest, target: Format) -> list[VendorExtra]:
     """The extras ``target`` can take (its own); raise for the first one it cannot."""
     own: list[VendorExtra] = []
     for extra in request.extras:
         if extra.origin != target:
-            raise UnsupportedField(extra.field, target, extra.reason or f"only a {extra.origin} upstream offers it")
+            raise UnsupportedField(
+                extra.field, target, extra.reason or f"only {UPSTREAM_NAMES[extra.origin]} offers it"
+            )
         own.append(extra)
     return own
 
 
-# --- signatures -----------------------------------------------------------------------------------------------------
+# --- signatures
 
 SIGNATURE_TAG = "omr1"
-"""A signature shown to a client of another format is tagged ``omr1.<origin>.<raw>`` so that when the client sends it
-back we know which vendor it belongs to (and hand it back only to that vendor)."""
+"""A signature shown to a client of another format is tagged ``omr1.<origin>.<raw>`` so that when the client
+sends it back we know which vendor it belongs to (and hand it back only to that vendor)."""
 
 
 def tag_signature(signature: str, origin: Format, client: Format) -> str:
@@ -442,12 +504,13 @@ def tag_signature(signature: str, origin: Format, client: Format) -> str:
 def untag_signature(value: str, client: Format) -> tuple[str, Format]:
     if value.startswith(SIGNATURE_TAG + "."):
         _, origin, raw = value.split(".", 2)
-        if origin in FORMATS:
-            return raw, origin  # type: ignore[return-value]
+        known = FORMAT_NAMES.get(origin)
+        if known is not None:
+            return raw, known
     return value, client
 
 
-# --- tool ids -----------------------------------------------------------------------------------------------------
+# --- tool ids
 
 SYNTHETIC_ID_PREFIX = "call_omr_"
 """Ids the gateway invented for Gemini function calls that came without one; never sent back to Gemini."""
@@ -458,7 +521,8 @@ def synthetic_call_id(scope: str, position: int) -> str:
 
 
 def resolve_tool_names(messages: list[Message]) -> None:
-    """Fill ``ToolResultPart.name`` from the earlier call with the same id (OpenAI and Anthropic results omit it)."""
+    """Fill ``ToolResultPart.name`` from the earlier call with the same id (OpenAI and Anthropic results omit
+    it)."""
     names: dict[str, str] = {}
     for message in messages:
         for part in message.parts:

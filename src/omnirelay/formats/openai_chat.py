@@ -1,11 +1,14 @@
 """OpenAI Chat Completions ⇄ IR: requests, responses, usage. Streams are in ``openai_stream.py``.
 
-Reasoning travels DeepSeek-style as ``reasoning_content`` (``reasoning`` is read too). A Gemini thought signature
-on a tool call travels as ``tool_calls[].extra_content.google.thought_signature``, the convention of Gemini's own
-OpenAI-compatible endpoint. Anthropic thinking signatures have no place in this format and are not shown.
+Reasoning travels DeepSeek-style as ``reasoning_content`` (``reasoning`` is read too). A Gemini thought
+signature on a tool call travels as ``tool_calls[].extra_content.google.thought_signature``, the convention of
+Gemini's own OpenAI-compatible endpoint. Anthropic thinking signatures have no place in this format and are
+not shown.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from omnirelay.formats._json import (
     as_list,
@@ -25,15 +28,25 @@ from omnirelay.formats._json import (
     req_str,
     str_or_none,
 )
-from omnirelay.formats.images import kind_of, parse_data_url, to_data_url
+from omnirelay.formats.images import (
+    inline_media,
+    is_gemini_uri,
+    is_http,
+    kind_of,
+    parse_data_url,
+    to_data_url,
+)
 from omnirelay.formats.ir import (
+    TOOL_CHOICE_MODES,
     Choice,
+    FetchedMedia,
     FinishReason,
     IRRequest,
     IRResponse,
     JSONObject,
     MediaPart,
     Message,
+    OpaquePart,
     Part,
     Reasoning,
     ResponseFormat,
@@ -43,12 +56,15 @@ from omnirelay.formats.ir import (
     ToolChoice,
     ToolDef,
     ToolResultPart,
-    UnsupportedField,
     VendorExtra,
     check_extras,
+    check_opaque,
+    extra_tools,
     reasoning_effort,
     resolve_tool_names,
     unsupported,
+    untag_signature,
+    untranslatable,
 )
 from omnirelay.formats.usage import Usage
 
@@ -66,8 +82,10 @@ DROPPED_FIELDS: dict[str, str] = {
     "model": "read separately",
     "stream": "read separately",
 }
-"""OpenAI request fields a non-OpenAI upstream never needs: they change cost, latency or OpenAI-side bookkeeping,
-never the generated content. ``seed`` is carried to Gemini and dropped for Anthropic (see anthropic_messages)."""
+"""OpenAI request fields a non-OpenAI upstream never needs (inside messages too: a participant ``name``, an
+image's ``detail`` and ``prompt_cache_breakpoint``): they change cost, latency or OpenAI-side
+bookkeeping, never the generated content. ``seed`` is carried to Gemini and dropped for Anthropic (see
+anthropic_messages)."""
 
 OPENAI_ONLY_FIELDS: dict[str, str] = {
     "logit_bias": "token ids are tokenizer-specific",
@@ -100,17 +118,19 @@ FINISH_FROM_IR: dict[FinishReason, str] = {
 }
 
 AUDIO_FORMATS: dict[str, str] = {"wav": "audio/wav", "mp3": "audio/mp3"}
-AUDIO_TYPES: dict[str, str] = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/mp3": "mp3", "audio/mpeg": "mp3"}
+AUDIO_TYPES: dict[str, str] = {
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/mp3": "mp3",
+    "audio/mpeg": "mp3",
+}
 
 MAX_COMPLETION_TOKENS_PREFIXES = ("o1", "o3", "o4", "gpt-5")
-"""Models that refuse ``max_tokens`` and want ``max_completion_tokens``; others get ``max_tokens``, which every
-OpenAI-compatible vendor understands."""
-
-FILE_ID_SCHEME = "openai-file:"
-"""A ``file.file_id`` reference kept as a MediaPart URL; only an OpenAI upstream can resolve it."""
+"""Models that refuse ``max_tokens`` and want ``max_completion_tokens``; others get ``max_tokens``, which
+every OpenAI-compatible vendor understands."""
 
 
-# --- usage --------------------------------------------------------------------------------------------------------
+# --- usage
 
 
 def openai_usage_to_ir(usage: JSONObject) -> Usage:
@@ -138,7 +158,7 @@ def ir_usage_to_openai(usage: Usage) -> JSONObject:
     }
 
 
-# --- request → IR -------------------------------------------------------------------------------------------------
+# --- request → IR
 
 
 def _text_of(content: object, path: str) -> str:
@@ -166,18 +186,19 @@ def _user_part(part: JSONObject, path: str) -> Part:
     if kind == "input_audio":
         audio = as_obj(part.get("input_audio"), join(path, "input_audio"))
         fmt = req_str(audio, "format", join(path, "input_audio"))
-        return MediaPart("audio", AUDIO_FORMATS.get(fmt, f"audio/{fmt}"), data=req_str(audio, "data", path))
+        data = req_str(audio, "data", join(path, "input_audio"))
+        return MediaPart("audio", AUDIO_FORMATS.get(fmt, f"audio/{fmt}"), data=data)
     if kind == "file":
         file = as_obj(part.get("file"), join(path, "file"))
         filename = opt_str(file, "filename", path)
         file_id = opt_str(file, "file_id", path)
         if file_id is not None:
-            return MediaPart("file", None, url=FILE_ID_SCHEME + file_id, filename=filename)
+            return OpaquePart("openai", join(path, "file.file_id"), part)
         data = req_str(file, "file_data", join(path, "file"))
         parsed = parse_data_url(data)
         media_type, payload = parsed if parsed is not None else ("application/pdf", data)
-        return MediaPart(kind_of(media_type), media_type, data=payload, filename=filename)  # type: ignore[arg-type]
-    raise UnsupportedField(join(path, "type"), "openai", f"unknown content part type {kind!r}")
+        return MediaPart(kind_of(media_type), media_type, data=payload, filename=filename)
+    raise untranslatable(join(path, "type"), f"content part type {kind!r}")
 
 
 def _user_parts(content: object, path: str) -> list[Part]:
@@ -186,10 +207,28 @@ def _user_parts(content: object, path: str) -> list[Part]:
     return [_user_part(as_obj(item, join(path, i)), join(path, i)) for i, item in enumerate(as_list(content, path))]
 
 
+def _thinking_block(block: JSONObject) -> ThinkingPart:
+    if block.get("type") == "redacted_thinking":
+        return ThinkingPart(str_or_none(block.get("data")) or "", None, "anthropic", redacted=True)
+    signature, origin = untag_signature(str_or_none(block.get("signature")) or "", "anthropic")
+    return ThinkingPart(str_or_none(block.get("thinking")) or "", signature or None, origin)
+
+
+def thinking_block_entry(index: int, part: ThinkingPart) -> JSONObject:
+    """An Anthropic thinking block shown to an OpenAI client (LiteLLM's ``thinking_blocks``), with the
+    ``index`` the SDK's stream accumulator needs."""
+    if part.redacted:
+        return {"index": index, "type": "redacted_thinking", "data": part.text}
+    return {"index": index, "type": "thinking", "thinking": part.text, "signature": part.signature or ""}
+
+
 def _assistant_parts(msg: JSONObject, path: str) -> list[Part]:
     parts: list[Part] = []
+    blocks = [b for b in list_or_empty(msg.get("thinking_blocks")) if isinstance(b, dict)]
     reasoning = opt_str(msg, "reasoning_content", path) or opt_str(msg, "reasoning", path)
-    if reasoning:
+    if blocks:
+        parts.extend(_thinking_block(block) for block in blocks)
+    elif reasoning:
         parts.append(ThinkingPart(reasoning))
     content = msg.get("content")
     if isinstance(content, str):
@@ -208,7 +247,7 @@ def _assistant_parts(msg: JSONObject, path: str) -> list[Part]:
         call_path = join(join(path, "tool_calls"), i)
         call = as_obj(item, call_path)
         if call.get("type", "function") != "function":
-            raise UnsupportedField(join(call_path, "type"), "openai", "only function tool calls translate")
+            raise untranslatable(join(call_path, "type"), "a non-function tool call")
         function = as_obj(call.get("function"), join(call_path, "function"))
         google = obj_or_none((obj_or_none(call.get("extra_content")) or {}).get("google"))
         signature = str_or_none(google.get("thought_signature")) if google else None
@@ -223,7 +262,7 @@ def _assistant_parts(msg: JSONObject, path: str) -> list[Part]:
             )
         )
     if msg.get("audio") is not None:
-        raise UnsupportedField(join(path, "audio"), "openai", "a reference to an earlier audio reply")
+        raise untranslatable(join(path, "audio"), "a reference to an earlier audio reply")
     return parts
 
 
@@ -250,7 +289,7 @@ def _messages(body: JSONObject, request: IRRequest) -> None:
             else:
                 request.messages.append(Message("user", [result]))
         else:
-            raise UnsupportedField(join(path, "role"), "openai", f"role {role!r} does not translate")
+            raise untranslatable(join(path, "role"), f"role {role!r}")
     resolve_tool_names(request.messages)
 
 
@@ -275,9 +314,10 @@ def _tools(body: JSONObject, request: IRRequest) -> None:
     if choice is None:
         return
     if isinstance(choice, str):
-        if choice not in ("auto", "none", "required"):
-            raise UnsupportedField("tool_choice", "openai", f"unknown tool_choice {choice!r}")
-        request.tool_choice = ToolChoice(choice)  # type: ignore[arg-type]
+        mode = TOOL_CHOICE_MODES.get(choice)
+        if mode is None:
+            raise untranslatable("tool_choice", f"tool_choice {choice!r}")
+        request.tool_choice = ToolChoice(mode)
         return
     obj = as_obj(choice, "tool_choice")
     kind = obj.get("type")
@@ -290,8 +330,7 @@ def _tools(body: JSONObject, request: IRRequest) -> None:
         for j, entry in enumerate(opt_list(allowed, "tools", "tool_choice.allowed_tools")):
             fn = as_obj(as_obj(entry, f"tool_choice.allowed_tools.tools[{j}]").get("function"), "function")
             names.append(req_str(fn, "name", f"tool_choice.allowed_tools.tools[{j}].function"))
-        mode = "required" if allowed.get("mode") == "required" else "auto"
-        request.tool_choice = ToolChoice(mode, tuple(names))
+        request.tool_choice = ToolChoice("required" if allowed.get("mode") == "required" else "auto", tuple(names))
     else:
         request.extras.append(VendorExtra("openai", "tool_choice", obj, kind="tool_choice"))
 
@@ -311,14 +350,14 @@ def _response_format(value: JSONObject) -> ResponseFormat | None:
         )
     if kind in ("text", None):
         return None
-    raise UnsupportedField("response_format.type", "openai", f"unknown response format {kind!r}")
+    raise untranslatable("response_format.type", f"response format {kind!r}")
 
 
 HANDLED_FIELDS = frozenset(
     {
-        "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "tools", "tool_choice",
-        "parallel_tool_calls", "response_format", "reasoning_effort", "n", "presence_penalty", "frequency_penalty",
-        "seed", "logprobs", "top_logprobs", "modalities",
+        "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stop", "tools",
+        "tool_choice", "parallel_tool_calls", "response_format", "reasoning_effort", "n", "presence_penalty",
+        "frequency_penalty", "seed", "logprobs", "top_logprobs", "modalities",
     }
 )  # fmt: skip
 
@@ -359,18 +398,15 @@ def openai_request_to_ir(body: JSONObject, *, model: str | None = None) -> IRReq
     return request
 
 
-# --- IR → request -------------------------------------------------------------------------------------------------
+# --- IR → request
 
 
-def _media_to_openai(part: MediaPart, request: IRRequest) -> JSONObject:
+def _media_to_openai(part: MediaPart | OpaquePart, request: IRRequest) -> JSONObject:
+    if isinstance(part, OpaquePart):
+        return check_opaque(part, "openai")
     url = part.url
-    if url is not None and url.startswith(FILE_ID_SCHEME):
-        file: JSONObject = {"file_id": url[len(FILE_ID_SCHEME) :]}
-        if part.filename:
-            file["filename"] = part.filename
-        return {"type": "file", "file": file}
-    if url is not None and not url.startswith(("https://", "http://")):
-        raise unsupported(request, part.kind, "openai", f"OpenAI cannot read {url.split(':', 1)[0]}: URIs")
+    if url is not None and (is_gemini_uri(url) or not is_http(url)):
+        raise unsupported(request, part.kind, "openai", f"OpenAI cannot read {url}")
     media_type = part.media_type or "application/octet-stream"
     if part.kind == "image":
         return {"type": "image_url", "image_url": {"url": url or to_data_url(media_type, part.data or "")}}
@@ -378,19 +414,24 @@ def _media_to_openai(part: MediaPart, request: IRRequest) -> JSONObject:
         return {"type": "input_audio", "input_audio": {"data": part.data, "format": AUDIO_TYPES[media_type]}}
     if part.kind in ("document", "file") and part.data is not None:
         filename = part.filename or "document.pdf"
-        return {"type": "file", "file": {"filename": filename, "file_data": to_data_url(media_type, part.data)}}
+        return {
+            "type": "file",
+            "file": {"filename": filename, "file_data": to_data_url(media_type, part.data)},
+        }
     raise unsupported(request, part.kind, "openai", f"OpenAI chat does not take {media_type} input")
 
 
-def _content(parts: list[TextPart | MediaPart], request: IRRequest) -> str | list[JSONObject]:
-    if all(isinstance(p, TextPart) for p in parts) and len(parts) == 1:
-        return parts[0].text  # type: ignore[union-attr]
-    return [{"type": "text", "text": p.text} if isinstance(p, TextPart) else _media_to_openai(p, request) for p in parts]
+def _content(parts: list[TextPart | MediaPart | OpaquePart], request: IRRequest) -> str | list[JSONObject]:
+    if len(parts) == 1 and isinstance(parts[0], TextPart):
+        return parts[0].text
+    return [
+        {"type": "text", "text": p.text} if isinstance(p, TextPart) else _media_to_openai(p, request) for p in parts
+    ]
 
 
 def _user_to_openai(message: Message, request: IRRequest, out: list[JSONObject]) -> None:
-    rest: list[TextPart | MediaPart] = []
-    moved_media: list[TextPart | MediaPart] = []
+    rest: list[TextPart | MediaPart | OpaquePart] = []
+    moved_media: list[TextPart | MediaPart | OpaquePart] = []
     for part in message.parts:
         if isinstance(part, ToolResultPart):
             texts = [p.text for p in part.content if isinstance(p, TextPart)]
@@ -401,26 +442,34 @@ def _user_to_openai(message: Message, request: IRRequest, out: list[JSONObject])
             out.append({"role": "tool", "tool_call_id": part.call_id, "content": text})
             # OpenAI tool messages are text-only; their images follow as a user message.
             moved_media.extend(media)
-        elif isinstance(part, TextPart | MediaPart):
+        elif isinstance(part, TextPart | MediaPart | OpaquePart):
             rest.append(part)
     rest = moved_media + rest
     if rest:
         out.append({"role": "user", "content": _content(rest, request)})
 
 
-def _assistant_to_openai(message: Message) -> JSONObject:
+def _assistant_to_openai(message: Message, *, reasoning_out: bool) -> JSONObject:
+    """``reasoning_out``: show reasoning and Gemini signatures (responses). Requests leave them out: OpenAI
+    refuses unknown message fields and DeepSeek refuses ``reasoning_content`` in the history."""
     out: JSONObject = {"role": "assistant"}
     texts: list[str] = []
     reasoning: list[str] = []
+    blocks: list[JSONObject] = []
     calls: list[JSONObject] = []
     signature: str | None = None
     for part in message.parts:
         if isinstance(part, TextPart):
             texts.append(part.text)
+            signature = None
         elif isinstance(part, ThinkingPart):
-            if not part.redacted and part.text:
+            if reasoning_out and not part.redacted and part.text:
                 reasoning.append(part.text)
-            signature = part.signature if part.origin == "gemini" else None
+            if reasoning_out and part.origin == "anthropic" and (part.signature or part.redacted):
+                blocks.append(thinking_block_entry(len(blocks), part))
+            signature = part.signature if part.origin == "gemini" and reasoning_out else None
+        elif isinstance(part, OpaquePart):
+            check_opaque(part, "openai")
         elif isinstance(part, ToolCallPart):
             call: JSONObject = {
                 "id": part.id,
@@ -434,6 +483,8 @@ def _assistant_to_openai(message: Message) -> JSONObject:
     out["content"] = "".join(texts) if texts else None
     if reasoning:
         out["reasoning_content"] = "".join(reasoning)
+    if blocks:
+        out["thinking_blocks"] = blocks
     if calls:
         out["tool_calls"] = calls
     return out
@@ -448,8 +499,13 @@ def _tool_choice_to_openai(choice: ToolChoice) -> object:
     return choice.mode
 
 
-def ir_to_openai_request(request: IRRequest) -> JSONObject:
-    """Media URLs need no fetch for OpenAI images; gateway callers inline others first (see images.inline_media)."""
+def ir_to_openai_request(request: IRRequest, *, fetched: Mapping[str, FetchedMedia] | None = None) -> JSONObject:
+    """Image URLs pass by reference; other media given by URL must be fetched (NeedsFetch, then ``fetched=``).
+    Inlines fetched media into ``request`` in place."""
+    if request.source != "openai" and (request.logprobs or request.top_logprobs is not None):
+        feature = "logprobs" if request.logprobs else "top_logprobs"
+        raise unsupported(request, feature, "openai", "log-probabilities are not translated back")
+    inline_media(request, "openai", fetched)
     extras = check_extras(request, "openai")
     if request.top_k is not None:
         raise unsupported(request, "top_k", "openai", "OpenAI has no top-k sampling")
@@ -458,7 +514,7 @@ def ir_to_openai_request(request: IRRequest) -> JSONObject:
         if message.role == "user":
             _user_to_openai(message, request, messages)
         else:
-            messages.append(_assistant_to_openai(message))
+            messages.append(_assistant_to_openai(message, reasoning_out=False))
     body: JSONObject = {"model": request.model, "messages": messages}
     if request.stream:
         body["stream"] = True
@@ -490,7 +546,7 @@ def ir_to_openai_request(request: IRRequest) -> JSONObject:
         if tool.strict is not None:
             function["strict"] = tool.strict
         tools.append({"type": "function", "function": function})
-    tools.extend(e.value for e in extras if e.kind == "tool")  # type: ignore[misc]
+    tools.extend(extra_tools(extras))
     if tools:
         body["tools"] = tools
     if request.tool_choice is not None:
@@ -516,7 +572,7 @@ def ir_to_openai_request(request: IRRequest) -> JSONObject:
     return body
 
 
-# --- responses ----------------------------------------------------------------------------------------------------
+# --- responses
 
 
 def openai_response_to_ir(body: JSONObject) -> IRResponse:
@@ -552,7 +608,7 @@ def openai_response_to_ir(body: JSONObject) -> IRResponse:
 def ir_to_openai_response(response: IRResponse, *, created: int = 0) -> JSONObject:
     choices: list[JSONObject] = []
     for choice in response.choices:
-        message = _assistant_to_openai(Message("assistant", choice.parts))
+        message = _assistant_to_openai(Message("assistant", choice.parts), reasoning_out=True)
         message["refusal"] = choice.refusal
         finish = choice.finish or FinishReason.END_TURN
         choices.append(

@@ -20,7 +20,7 @@ class SSEEvent:
 class SSEParser:
     """Feeds bytes, yields complete events. One parser per stream."""
 
-    __slots__ = ("_buffer", "_data", "_event", "_id", "_retry", "_pending_cr")
+    __slots__ = ("_buffer", "_data", "_event", "_id", "_pending_cr", "_retry")
 
     def __init__(self) -> None:
         self._buffer = b""

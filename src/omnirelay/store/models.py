@@ -33,6 +33,16 @@ class Account(Base):
     tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
     monthly_budget_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    unlimited: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    """Postpaid: no balance check (key caps and budgets still hold). The bootstrap account of an internal gateway."""
+    credits_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Sum of the account's manual ledger entries (top-ups, redemptions, refunds, adjustments of either sign)."""
+    debits_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    """Sum of its settlements, as a positive number. balance = credits - debits = the sum of the ledger; both
+    are cached here, in the same transaction as the entries, so an instance can seed its counters without
+    summing the ledger."""
+    month_key: Mapped[str | None] = mapped_column(String(7), nullable=True)
+    month_debits_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
@@ -49,6 +59,7 @@ class ApiKey(Base):
     models: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     allowed_ips: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     spend_cap_micros: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    spent_micros: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     rpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
     tpm: Mapped[int | None] = mapped_column(Integer, nullable=True)
     max_concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)
@@ -153,3 +164,19 @@ class ConfigVersion(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class RedemptionCode(Base):
+    """A top-up voucher: created in batches by the admin, redeemed once. Only the hash of the code is kept."""
+
+    __tablename__ = "redemption_codes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    code_prefix: Mapped[str] = mapped_column(String(16))
+    batch: Mapped[str] = mapped_column(String(64), index=True)
+    amount_micros: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    redeemed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    redeemed_by: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    """The account that redeemed it."""

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from omnirelay.config import ChannelConfig, KeyConfig
 from omnirelay.crypto import SecretBox, display_prefix, hash_key, new_api_key
-from omnirelay.store.models import Account, ApiKey, Channel, ConfigVersion, Group
+from omnirelay.store.models import Account, ApiKey, Channel, ConfigVersion, Group, LedgerEntry
 
 DEFAULT_ACCOUNT = "default"
 
@@ -50,7 +50,7 @@ async def ensure_account(session: AsyncSession, name: str = DEFAULT_ACCOUNT, gro
     account = await session.scalar(select(Account).where(Account.name == name))
     if account is None:
         await ensure_group(session, group)
-        account = Account(name=name, group_name=group)
+        account = Account(name=name, group_name=group, unlimited=name == DEFAULT_ACCOUNT)
         session.add(account)
         await session.flush()
     return account
@@ -139,3 +139,41 @@ async def sync_config_channels(session: AsyncSession, channels: list[ChannelConf
         }
     await session.flush()
     await bump_config_version(session)
+
+
+MANUAL_KINDS = frozenset({"topup", "adjustment", "redemption", "refund"})
+"""Entries people make. Settlements are written only by the batch writer, with the usage rows they price."""
+
+
+async def post_entry(
+    session: AsyncSession,
+    account_id: int,
+    amount_micros: int,
+    *,
+    kind: str,
+    reason: str | None = None,
+    ref: str | None = None,
+    key_id: int | None = None,
+) -> LedgerEntry:
+    """Append a manual ledger entry and move ``credits_micros`` by its (signed) amount in the same transaction.
+
+    ``credits_micros`` sums every manual entry, ``debits_micros`` every settlement, so the balance
+    (credits - debits) always equals the sum of the ledger. Credits are the cap every instance reserves against
+    once its snapshot reloads (the config version is bumped here); a negative adjustment simply lowers it.
+    """
+    if kind not in MANUAL_KINDS:
+        raise ValueError(f"unknown ledger entry kind '{kind}'")
+    if amount_micros == 0:
+        raise ValueError("a ledger entry moves money: amount must not be zero")
+    entry = LedgerEntry(
+        account_id=account_id, kind=kind, amount_micros=amount_micros, reason=reason, ref=ref, key_id=key_id
+    )
+    session.add(entry)
+    result = await session.execute(
+        update(Account).where(Account.id == account_id).values(credits_micros=Account.credits_micros + amount_micros)
+    )
+    if not result.rowcount:  # type: ignore[attr-defined]
+        raise LookupError(f"no account with id {account_id}")
+    await session.flush()
+    await bump_config_version(session)
+    return entry

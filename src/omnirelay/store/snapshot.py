@@ -41,6 +41,12 @@ class KeyRecord:
     account_rpm: int | None
     account_tpm: int | None
     account_monthly_budget_micros: int | None
+    account_unlimited: bool = False
+    account_credits_micros: int = 0
+    account_debits_micros: int = 0
+    account_month_key: str | None = None
+    account_month_debits_micros: int = 0
+    spent_micros: int = 0
 
     def allows_model(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -118,6 +124,12 @@ async def load_snapshot(session: AsyncSession, box: SecretBox) -> Snapshot:
             account_rpm=account.rpm,
             account_tpm=account.tpm,
             account_monthly_budget_micros=account.monthly_budget_micros,
+            account_unlimited=account.unlimited,
+            account_credits_micros=account.credits_micros,
+            account_debits_micros=account.debits_micros,
+            account_month_key=account.month_key,
+            account_month_debits_micros=account.month_debits_micros,
+            spent_micros=row.spent_micros,
         )
     channels = tuple(
         ChannelRecord(

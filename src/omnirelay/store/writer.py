@@ -1,36 +1,52 @@
-"""Usage rows leave the hot path through a queue and reach the database in batches.
+"""Usage rows and the ledger entries they carry leave the hot path through a queue and reach the database in
+batches, one transaction per batch.
 
 ``record`` is a non-blocking append. A background task flushes every ``interval`` seconds or as soon as
-``batch_size`` rows wait. If the database is unreachable the rows stay queued (bounded) and are retried, so a brief
-outage loses nothing; ``close`` drains what is left.
+``batch_size`` records wait. Each batch inserts its usage rows and settlement entries and adds their sums to the
+cached totals (``accounts.debits_micros``, the month's debits, ``api_keys.spent_micros``) in the same
+transaction, so ledger, balances and usage rows always agree. If the database is unreachable the records stay
+queued (bounded) and are retried, so a brief outage loses nothing; ``close`` drains what is left.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import insert
+from sqlalchemy import case, insert, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from omnirelay.store.models import UsageLog
+from omnirelay.store.models import Account, ApiKey, LedgerEntry, UsageLog
 
 log = structlog.get_logger(__name__)
 
 UsageRow = dict[str, Any]
 
 
-class UsageWriter:
+def month_key(when: datetime) -> str:
+    return when.strftime("%Y-%m")
+
+
+@dataclass(slots=True)
+class Record:
+    usage: UsageRow
+    cost_micros: int = 0
+    """Settled cost; a ledger entry of ``-cost`` is written when it is not zero."""
+
+
+class BatchWriter:
     def __init__(
         self, engine: AsyncEngine, *, interval: float = 0.5, batch_size: int = 500, max_pending: int = 200_000
     ) -> None:
         self._engine = engine
         self._interval = interval
         self._batch_size = batch_size
-        self._pending: deque[UsageRow] = deque(maxlen=max_pending)
+        self._pending: deque[Record] = deque(maxlen=max_pending)
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flushed = 0
@@ -45,29 +61,70 @@ class UsageWriter:
         return len(self._pending)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="usage-writer")
+        self._task = asyncio.create_task(self._run(), name="batch-writer")
 
-    def record(self, row: UsageRow) -> None:
-        self._pending.append(row)
+    def record(self, usage: UsageRow, cost_micros: int = 0) -> None:
+        usage["cost_micros"] = cost_micros
+        self._pending.append(Record(usage, cost_micros))
         if len(self._pending) >= self._batch_size:
             self._wakeup.set()
 
     async def flush(self) -> None:
-        """Write everything queued so far; a flush already running is waited for, so on return all rows recorded
-        before the call are in the database."""
+        """Write everything queued so far; a flush already running is waited for, so on return all records
+        queued before the call are in the database."""
         async with self._flush_lock:
-            await self._flush_pending()
+            while self._pending:
+                batch = [self._pending.popleft() for _ in range(min(self._batch_size, len(self._pending)))]
+                try:
+                    await self._write(batch)
+                except Exception:
+                    self._pending.extendleft(reversed(batch))
+                    raise
+                self._flushed += len(batch)
 
-    async def _flush_pending(self) -> None:
-        while self._pending:
-            batch = [self._pending.popleft() for _ in range(min(self._batch_size, len(self._pending)))]
-            try:
-                async with self._engine.begin() as connection:
-                    await connection.execute(insert(UsageLog), batch)
-            except Exception:
-                self._pending.extendleft(reversed(batch))
-                raise
-            self._flushed += len(batch)
+    async def _write(self, batch: list[Record]) -> None:
+        ledger: list[dict[str, Any]] = []
+        by_account: dict[int, int] = defaultdict(int)
+        by_key: dict[int, int] = defaultdict(int)
+        for record in batch:
+            if not record.cost_micros:
+                continue
+            row = record.usage
+            ledger.append(
+                {
+                    "account_id": row["account_id"],
+                    "kind": "settlement",
+                    "amount_micros": -record.cost_micros,
+                    "reason": f"{row['endpoint']} {row['model']}",
+                    "ref": row["request_id"],
+                    "key_id": row["key_id"],
+                    "created_at": row["created_at"],
+                }
+            )
+            by_account[row["account_id"]] += record.cost_micros
+            if row["key_id"] is not None:
+                by_key[row["key_id"]] += record.cost_micros
+        month = month_key(datetime.now(UTC))
+        async with self._engine.begin() as connection:
+            await connection.execute(insert(UsageLog), [record.usage for record in batch])
+            if ledger:
+                await connection.execute(insert(LedgerEntry), ledger)
+            for account_id, amount in by_account.items():
+                await connection.execute(
+                    update(Account)
+                    .where(Account.id == account_id)
+                    .values(
+                        debits_micros=Account.debits_micros + amount,
+                        month_debits_micros=case(
+                            (Account.month_key == month, Account.month_debits_micros + amount), else_=amount
+                        ),
+                        month_key=month,
+                    )
+                )
+            for key_id, amount in by_key.items():
+                await connection.execute(
+                    update(ApiKey).where(ApiKey.id == key_id).values(spent_micros=ApiKey.spent_micros + amount)
+                )
 
     async def _run(self) -> None:
         backoff = self._interval
@@ -78,8 +135,8 @@ class UsageWriter:
             try:
                 await self.flush()
                 backoff = self._interval
-            except Exception as exc:  # the database is down: keep rows, retry later
-                log.warning("usage_flush_failed", error=type(exc).__name__, pending=len(self._pending))
+            except Exception as exc:  # the database is down: keep the records, retry later
+                log.warning("batch_flush_failed", error=type(exc).__name__, pending=len(self._pending))
                 backoff = min(backoff * 2, 10.0)
                 await asyncio.sleep(backoff)
 
@@ -91,4 +148,4 @@ class UsageWriter:
         try:
             await self.flush()
         except Exception as exc:
-            log.error("usage_flush_on_close_failed", error=type(exc).__name__, lost=len(self._pending))
+            log.error("batch_flush_on_close_failed", error=type(exc).__name__, lost=len(self._pending))

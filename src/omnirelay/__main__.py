@@ -1,0 +1,5 @@
+"""``python -m omnirelay`` is the ``omnirelay`` command."""
+
+from omnirelay.cli import main
+
+main()

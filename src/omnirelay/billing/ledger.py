@@ -1,0 +1,160 @@
+"""Reserve before, settle after: budgets that hold under concurrency and across instances.
+
+Every budget is a counter of money spent, kept in the limiter (in process, or Redis when instances share it) so
+the hot path never waits on the database:
+
+==============================  =====================================  ======================================
+counter                         cap                                    seeded from
+==============================  =====================================  ======================================
+``acct:{id}:spent``             ``accounts.credits_micros``            ``accounts.debits_micros``
+``key:{id}:spent``              ``api_keys.spent_cap_micros``          ``api_keys.spent_micros``
+``acct:{id}:month:{YYYY-MM}``   ``accounts.monthly_budget_micros``     ``accounts.month_debits_micros``
+==============================  =====================================  ======================================
+
+A call reserves its worst-case cost on all of them at once (one atomic ``reserve`` with a lease); when it ends
+the actual cost is settled (``settle`` moves each counter by actual - reserved) and a ledger entry of -cost is
+queued with its usage row. A call that fails before producing anything settles at 0, which releases the hold.
+An instance that dies mid-call leaves holds whose leases expire; every instance runs ``release_expired`` on a
+timer, so no reservation dangles. Counters are seeded once per counter lifetime (set only where missing): in
+memory at process start, in Redis when the key is first seen or after Redis lost it.
+
+Caps come from the in-memory snapshot of accounts and keys, which follows the database within a second of any
+top-up or edit (the config-version poll), so a top-up takes effect without touching the counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+
+from omnirelay.billing.cost import cost_of_tokens, worst_case_cost
+from omnirelay.billing.money import micros_to_usd_str
+from omnirelay.billing.prices import Price, PriceTable
+from omnirelay.errors import ErrorCode, GatewayError
+from omnirelay.formats.usage import Usage
+from omnirelay.limits import Charge, Limiter
+from omnirelay.store.snapshot import KeyRecord
+from omnirelay.store.writer import month_key
+
+log = structlog.get_logger(__name__)
+
+MONTH_TTL_S = 40 * 24 * 3600
+"""A monthly counter outlives its month a little, then disappears (the next month has its own name)."""
+
+
+def account_counter(account_id: int) -> str:
+    return f"acct:{account_id}:spent"
+
+
+def key_counter(key_id: int) -> str:
+    return f"key:{key_id}:spent"
+
+
+def month_counter(account_id: int, month: str) -> str:
+    return f"acct:{account_id}:month:{month}"
+
+
+@dataclass(slots=True)
+class Hold:
+    hold_id: str
+    key: KeyRecord
+    price: Price
+    reserved: int
+    counters: tuple[str, ...]
+
+
+class Billing:
+    def __init__(self, limiter: Limiter, prices: PriceTable, *, hold_lease_s: float = 900.0) -> None:
+        self.limiter = limiter
+        self.prices = prices
+        self.hold_lease_s = hold_lease_s
+        """Longest a reservation outlives a dead instance. A call that runs longer is still settled exactly (the
+        limiter charges the full cost when its hold is gone); it just holds no budget past this point."""
+        self._seeded: set[str] = set()
+
+    def price_for(self, model: str, upstream_model: str | None = None) -> Price:
+        """The public name's price first (an operator may price an alias), then the upstream model's."""
+        price = self.prices.get(model)
+        if price is None and upstream_model is not None:
+            price = self.prices.get(upstream_model)
+        if price is None:
+            raise GatewayError(
+                ErrorCode.not_priced,
+                f"The model '{model}' has no price configured; the operator must price it or mark it free.",
+                param="model",
+            )
+        return price
+
+    def worst_case(self, price: Price, key: KeyRecord, prompt_tokens: int, max_output_tokens: int | None) -> int:
+        return worst_case_cost(price, prompt_tokens, max_output_tokens, key.multiplier)
+
+    def cost(self, price: Price, key: KeyRecord, usage: Usage) -> int:
+        return cost_of_tokens(price, usage, key.multiplier)
+
+    def _charges(self, key: KeyRecord, amount: int) -> list[Charge]:
+        charges = [
+            Charge(
+                account_counter(key.account_id), amount, None if key.account_unlimited else key.account_credits_micros
+            )
+        ]
+        if key.spend_cap_micros is not None:
+            charges.append(Charge(key_counter(key.id), amount, key.spend_cap_micros))
+        if key.account_monthly_budget_micros is not None:
+            month = month_key(datetime.now(UTC))
+            charges.append(
+                Charge(month_counter(key.account_id, month), amount, key.account_monthly_budget_micros, MONTH_TTL_S)
+            )
+        return charges
+
+    async def seed(self, keys: Iterable[KeyRecord]) -> None:
+        """Give each counter its database value where the limiter has none yet (once per counter per process)."""
+        values: dict[str, int] = {}
+        ttls: dict[str, float] = {}
+        month = month_key(datetime.now(UTC))
+        for key in keys:
+            values.setdefault(account_counter(key.account_id), key.account_debits_micros)
+            values.setdefault(key_counter(key.id), key.spent_micros)
+            monthly = month_counter(key.account_id, month)
+            values.setdefault(monthly, key.account_month_debits_micros if key.account_month_key == month else 0)
+            ttls[monthly] = MONTH_TTL_S
+        fresh = {name: value for name, value in values.items() if name not in self._seeded}
+        if fresh:
+            await self.limiter.seed(fresh, ttl_s={n: t for n, t in ttls.items() if n in fresh})
+            self._seeded.update(fresh)
+
+    async def reserve(self, hold_id: str, key: KeyRecord, price: Price, amount: int) -> Hold:
+        charges = self._charges(key, amount)
+        refused = await self.limiter.reserve(hold_id, charges, lease_s=self.hold_lease_s)
+        if refused is not None:
+            raise self._refusal(charges[refused], key, amount)
+        return Hold(hold_id, key, price, amount, tuple(c.counter for c in charges))
+
+    def _refusal(self, charge: Charge, key: KeyRecord, amount: int) -> GatewayError:
+        need = micros_to_usd_str(amount, trim=True)
+        if charge.counter.startswith("key:"):
+            message = f"This API key has reached its spend cap; this request may cost up to ${need}."
+        elif ":month:" in charge.counter:
+            message = f"The account's monthly budget is used up; this request may cost up to ${need}."
+        else:
+            message = (
+                f"Insufficient balance: this request may cost up to ${need}. Top up the account or lower max_tokens."
+            )
+        return GatewayError(ErrorCode.insufficient_quota, message)
+
+    async def settle(self, hold: Hold, cost: int) -> None:
+        try:
+            await self.limiter.settle(hold.hold_id, dict.fromkeys(hold.counters, cost))
+        except Exception as exc:  # Redis away: the lease expires and the sweeper releases the hold
+            log.error("settle_failed", hold=hold.hold_id, error=type(exc).__name__)
+
+    async def release_expired(self) -> int:
+        return await self.limiter.release_expired()
+
+    async def available(self, key: KeyRecord) -> int | None:
+        """The account's balance less what is reserved now; None for an unlimited account."""
+        if key.account_unlimited:
+            return None
+        return key.account_credits_micros - await self.limiter.get(account_counter(key.account_id))
