@@ -26,7 +26,7 @@ from omnirelay.limits import create_limiter
 from omnirelay.providers.upstream import create_session
 from omnirelay.routing.registry import ChannelRegistry
 from omnirelay.store import repo
-from omnirelay.store.db import create_engine, migrate, sessionmaker
+from omnirelay.store.db import bootstrap_lock, create_engine, migrate, sessionmaker
 from omnirelay.store.snapshot import KeyRecord, Snapshot, load_snapshot
 from omnirelay.store.writer import BatchWriter
 
@@ -69,11 +69,12 @@ class Gateway:
     async def start(self) -> None:
         # Building the tokenizers takes about a second: do it now, off the event loop, not on the first request.
         await asyncio.to_thread(tokens.preload)
-        await migrate(self.engine)
-        async with self.sessions.begin() as session:
-            await repo.ensure_account(session)
-            await repo.sync_config_channels(session, self.settings.channels, self.box)
-            await repo.sync_config_keys(session, self.settings.keys)
+        async with bootstrap_lock(self.engine):
+            await migrate(self.engine)
+            async with self.sessions.begin() as session:
+                await repo.ensure_account(session)
+                await repo.sync_config_channels(session, self.settings.channels, self.box)
+                await repo.sync_config_keys(session, self.settings.keys)
         await self.reload()
         self._http = create_session()
         self.writer.start()

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
@@ -48,3 +52,31 @@ async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to the newest revision (idempotent; safe to run on every start)."""
     async with engine.begin() as connection:
         await connection.run_sync(lambda sync: command.upgrade(_alembic_config(sync), "head"))
+
+
+BOOTSTRAP_LOCK_ID = 0x6F6D6E69  # "omni": the PostgreSQL advisory lock that serializes start-up work
+
+
+@contextlib.asynccontextmanager
+async def bootstrap_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Only one process at a time migrates and syncs the config file into the database: workers of one
+    ``serve --workers N`` and instances sharing a database start together and would otherwise race."""
+    if engine.dialect.name == "postgresql":
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": BOOTSTRAP_LOCK_ID})
+            try:
+                yield
+            finally:
+                await connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": BOOTSTRAP_LOCK_ID})
+        return
+    database = engine.url.database
+    if not database or database == ":memory:":
+        yield
+        return
+    lock_path = Path(database + ".lock")
+    handle = await asyncio.to_thread(lock_path.open, "a")
+    try:
+        await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()  # closing releases the lock
