@@ -13,6 +13,7 @@ from starlette.routing import Route
 
 from omnirelay.api.anthropic import AnthropicSurface
 from omnirelay.api.errors import error_response
+from omnirelay.api.front import Handler, RelayFront
 from omnirelay.api.gemini import GeminiSurface
 from omnirelay.api.openai import OpenAISurface
 from omnirelay.api.relay import Relay
@@ -22,7 +23,21 @@ from omnirelay.gateway import Gateway
 from omnirelay.logs import configure_logging
 
 
-def create_app(settings: Settings) -> Starlette:
+def relay_front(app: Starlette, routes: list[Route]) -> RelayFront:
+    """Every POST relay route also goes to the raw front: exact paths, and ``.../{target:path}`` as a prefix."""
+    exact: dict[tuple[str, str], Handler] = {}
+    prefixes: list[tuple[str, str, Handler]] = []
+    for route in routes:
+        if "POST" not in (route.methods or ()):
+            continue
+        if "{" not in route.path:
+            exact[("POST", route.path)] = route.endpoint
+        elif route.path.endswith("{target:path}"):
+            prefixes.append(("POST", route.path.removesuffix("{target:path}"), route.endpoint))
+    return RelayFront(app, exact, prefixes)
+
+
+def create_app(settings: Settings) -> RelayFront:
     configure_logging(settings.log_level)
     gateway = Gateway(settings)
     relay = Relay(gateway)
@@ -57,9 +72,9 @@ def create_app(settings: Settings) -> Starlette:
     )
     app.state.gateway = gateway
     app.state.relay = relay
-    return app
+    return relay_front(app, [*openai_surface.routes(), *anthropic_surface.routes(), *gemini_surface.routes()])
 
 
-def app_from_env() -> Starlette:
+def app_from_env() -> RelayFront:
     """Factory for ``uvicorn --factory`` and multi-worker serving: the config path comes from the environment."""
     return create_app(load_settings(os.environ["OMNIRELAY_CONFIG"]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,9 +55,9 @@ class Ticket:
     """What admission granted one call; handed back to ``settle``."""
 
     price: Price
-    prompt_tokens: int
     admitted_tokens: int
-    hold: Hold
+    hold: Hold | None
+    """None when no budget applies to the key."""
     scopes: list[ScopeLimits] = field(default_factory=list)
     decision: RateDecision | None = None
     slot: Slot | None = None
@@ -82,12 +83,16 @@ class Admission:
         model: str,
         upstream_model: str | None,
         body: dict[str, Any],
-        prompt_tokens: int,
+        prompt_tokens: Callable[[], int],
     ) -> Ticket:
+        """``prompt_tokens`` counts the prompt offline; it is called only when a token limit or a budget needs
+        the number, since counting a long prompt costs more than the rest of the relay."""
         price = self.billing.price_for(model, upstream_model)
         max_output, choices = requested_output(surface, body)
-        admitted_tokens = prompt_tokens + (max_output or 0) * choices
         scopes = scopes_of(key)
+        needs_count = key.budgeted or any(scope.tpm is not None for scope in scopes)
+        prompt = prompt_tokens() if needs_count else 0
+        admitted_tokens = prompt + (max_output or 0) * choices
         decision = None
         if scopes:
             decision = await self.limiter.check_and_consume(scopes, admitted_tokens)
@@ -103,17 +108,18 @@ class Admission:
                     f"This API key allows {key.max_concurrency} concurrent requests; wait for one to finish.",
                     retry_after=1,
                 )
-        worst = self.billing.worst_case(price, key, prompt_tokens, max_output)
-        if choices > 1 and max_output is not None:
-            worst = self.billing.worst_case(price, key, prompt_tokens, max_output * choices)
-        try:
-            hold = await self.billing.reserve(request_id, key, price, worst)
-        except GatewayError:
-            if slot is not None:
-                await self.limiter.release(slot)
-            await self._undo_rate(scopes, decision, admitted_tokens)
-            raise
-        return Ticket(price, prompt_tokens, admitted_tokens, hold, scopes, decision, slot)
+        hold = None
+        if key.budgeted:
+            output = max_output * choices if max_output is not None else None
+            worst = self.billing.worst_case(price, key, prompt, output)
+            try:
+                hold = await self.billing.reserve(request_id, key, price, worst)
+            except GatewayError:
+                if slot is not None:
+                    await self.limiter.release(slot)
+                await self._undo_rate(scopes, decision, admitted_tokens)
+                raise
+        return Ticket(price, admitted_tokens, hold, scopes, decision, slot)
 
     def _rate_refusal(self, decision: RateDecision) -> GatewayError:
         kind = decision.kind or "requests"
@@ -144,6 +150,8 @@ class Admission:
             return 0
         ticket.settled = True
         cost = self.billing.cost(ticket.price, key, usage)
+        if ticket.hold is None and ticket.decision is None and ticket.slot is None:
+            return cost  # nothing held, nothing to give back
         task = asyncio.get_running_loop().create_task(self._settle(ticket, usage, cost))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -151,7 +159,8 @@ class Admission:
 
     async def _settle(self, ticket: Ticket, usage: Usage, cost: int) -> None:
         try:
-            await self.billing.settle(ticket.hold, cost)
+            if ticket.hold is not None:
+                await self.billing.settle(ticket.hold, cost)
             if ticket.decision is not None:
                 delta = usage.total_tokens - ticket.admitted_tokens
                 if delta:
@@ -159,7 +168,7 @@ class Admission:
             if ticket.slot is not None:
                 await self.limiter.release(ticket.slot)
         except Exception as exc:  # the limiter is away; leases and windows expire on their own
-            log.error("settlement_failed", hold=ticket.hold.hold_id, error=type(exc).__name__)
+            log.error("settlement_failed", error=type(exc).__name__)
 
     async def drain(self) -> None:
         if self._tasks:

@@ -97,6 +97,8 @@ class Call:
     client_ip: str | None
     gemini_sse: bool = True
     """Gemini clients: ``alt=sse`` framing, else the JSON-array stream."""
+    forward_headers: dict[str, str] = field(default_factory=dict)
+    """Client headers for an upstream of the client's own format (``anthropic-version``, ``anthropic-beta``)."""
     request_id: str = field(default_factory=new_request_id)
     started: float = field(default_factory=time.perf_counter)
     candidate: Candidate | None = None
@@ -137,7 +139,7 @@ class Relay:
                 model=call.model,
                 upstream_model=candidates[0].upstream_model if candidates else None,
                 body=call.body,
-                prompt_tokens=self._prompt_tokens(call),
+                prompt_tokens=lambda: self._prompt_tokens(call),
             )
         except GatewayError as err:
             self._finish(call, Usage(), err.status, err.code.name)
@@ -213,7 +215,10 @@ class Relay:
     async def _attempt(self, call: Call, candidate: Candidate) -> Response:
         prepared = self._prepare(call, candidate)
         sent = time.perf_counter()
-        response = await open_upstream(self.gateway.http, candidate, prepared.path, prepared.body)
+        forward = call.forward_headers if prepared.context is None else None
+        response = await open_upstream(
+            self.gateway.http, candidate, prepared.path, prepared.body, extra_headers=forward or None
+        )
         call.upstream_seconds += time.perf_counter() - sent
         if response.status >= 400:
             raise await self._upstream_error(call, candidate, prepared, response)
@@ -296,9 +301,9 @@ class Relay:
         try:
             async for chunk in response.content.iter_any():
                 out = tap.feed(chunk)
-                if call.first_token_at is None and tap.produced:
-                    call.first_token_at = time.perf_counter()
                 if out:
+                    if call.first_token_at is None:
+                        call.first_token_at = time.perf_counter()
                     yield out
             tail = tap.finish()
             if tail:
@@ -316,7 +321,7 @@ class Relay:
                 "The upstream stream broke off before it finished.",
                 gemini_sse=call.gemini_sse,
             )
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, GeneratorExit):
             status, error_code = 499, "client_disconnected"
             raise
         finally:

@@ -11,7 +11,8 @@ counter                         cap                                    seeded fr
 ``acct:{id}:month:{YYYY-MM}``   ``accounts.monthly_budget_micros``     ``accounts.month_debits_micros``
 ==============================  =====================================  ======================================
 
-A call reserves its worst-case cost on all of them at once (one atomic ``reserve`` with a lease); when it ends
+Calls of a key that no budget applies to (unlimited account, no key cap, no monthly budget) are metered and
+written to the ledger but reserve nothing. A call of a budgeted key reserves its worst-case cost on all of them at once (one atomic ``reserve`` with a lease); when it ends
 the actual cost is settled (``settle`` moves each counter by actual - reserved) and a ledger entry of -cost is
 queued with its usage row. A call that fails before producing anything settles at 0, which releases the hold.
 An instance that dies mid-call leaves holds whose leases expire; every instance runs ``release_expired`` on a
@@ -115,6 +116,8 @@ class Billing:
         ttls: dict[str, float] = {}
         month = month_key(datetime.now(UTC))
         for key in keys:
+            if not key.budgeted:
+                continue
             values.setdefault(account_counter(key.account_id), key.account_debits_micros)
             values.setdefault(key_counter(key.id), key.spent_micros)
             monthly = month_counter(key.account_id, month)

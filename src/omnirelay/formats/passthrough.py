@@ -59,33 +59,74 @@ def ensure_stream_usage(raw: bytes, body: dict[str, Any]) -> tuple[bytes, bool]:
 
 
 class OpenAIPassthroughStream:
-    """Relays an OpenAI SSE stream event by event while reading usage and the produced text from it.
+    """Relays an OpenAI SSE stream as it came, reading usage from it with byte searches.
 
+    Most events are forwarded without being parsed: only an event that carries usage, an error or ``[DONE]`` is
+    looked at. The bytes are kept, and parsed only if the stream ends without usage, to count what was produced.
     ``hide_usage``: the gateway asked for the usage chunk on the client's behalf, so that chunk is dropped and the
     ``"usage":null`` the upstream adds to the other chunks is removed, leaving exactly what the client asked for.
+    Line ends other than ``\n`` (a vendor sending ``\r\n``) take the parsing path of :class:`SSEParser`.
     """
 
     def __init__(self, hide_usage: bool) -> None:
-        self._parser = SSEParser()
         self._hide_usage = hide_usage
+        self._pending = b""
+        self._seen: list[bytes] = []
+        self._parser: SSEParser | None = None
         self.usage: Usage | None = None
-        self.produced: list[str] = []
-        """Content, reasoning and tool-argument text seen, for counting when no usage arrives."""
         self.finished = False
         """True once the upstream sent ``[DONE]``."""
         self.error: dict[str, Any] | None = None
 
+    @property
+    def produced(self) -> list[str]:
+        """Content, reasoning and tool-argument text seen, for counting when no usage arrives."""
+        pieces: list[str] = []
+        parser = SSEParser()
+        for block in self._seen:
+            for event in parser.feed(block):
+                _collect_text(event.data, pieces)
+        return pieces
+
     def feed(self, chunk: bytes) -> bytes:
-        out = bytearray()
-        for event in self._parser.feed(chunk):
-            out += self._relay(event.data)
-        return bytes(out)
+        if self._parser is not None or b"\r" in chunk:
+            return self._feed_parsed(chunk)
+        data = self._pending + chunk
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self._pending = data
+            return b""
+        complete, self._pending = data[: end + 2], data[end + 2 :]
+        self._seen.append(complete)
+        if b"[DONE]" in complete or b'"usage":{' in complete or b'"error"' in complete or b"data: {" not in complete:
+            return self._inspect(complete)
+        if self._hide_usage:
+            return complete.replace(b',"usage":null', b"")
+        return complete
 
     def finish(self) -> bytes:
+        rest, self._pending = self._pending, b""
+        if self._parser is not None:
+            return b"".join(self._relay(e.data) for e in self._parser.feed(rest) + self._parser.flush())
+        if rest.strip():
+            self._seen.append(rest + b"\n\n")
+            return self._inspect(rest + b"\n\n")
+        return b""
+
+    def _inspect(self, complete: bytes) -> bytes:
         out = bytearray()
-        for event in self._parser.flush():
-            out += self._relay(event.data)
+        for event in complete.split(b"\n\n"):
+            if event:
+                data = event[6:] if event.startswith(b"data: ") else event.partition(b":")[2].lstrip()
+                out += self._relay(data.decode("utf-8", errors="replace"))
         return bytes(out)
+
+    def _feed_parsed(self, chunk: bytes) -> bytes:
+        if self._parser is None:
+            self._parser = SSEParser()
+            chunk, self._pending = self._pending + chunk, b""
+        self._seen.append(chunk)
+        return b"".join(self._relay(event.data) for event in self._parser.feed(chunk))
 
     def _relay(self, data: str) -> bytes:
         if data.startswith("[DONE]"):
@@ -102,24 +143,29 @@ class OpenAIPassthroughStream:
         usage = payload.get("usage")
         if usage:
             self.usage = openai_usage_to_ir(usage)
-        for choice in payload.get("choices") or ():
-            self._collect(choice)
         if self._hide_usage:
             if usage and not payload.get("choices"):
                 return b""
             data = data.replace(',"usage":null', "")
         return b"data: " + data.encode() + b"\n\n"
 
-    def _collect(self, choice: dict[str, Any]) -> None:
+
+def _collect_text(data: str, pieces: list[str]) -> None:
+    try:
+        payload = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(payload, dict):
+        return
+    for choice in payload.get("choices") or ():
         delta = choice.get("delta") or {}
-        text = choice.get("text")  # legacy completions
-        for piece in (delta.get("content"), delta.get("reasoning_content"), text):
+        for piece in (delta.get("content"), delta.get("reasoning_content"), choice.get("text")):
             if piece:
-                self.produced.append(piece)
+                pieces.append(piece)
         for call in delta.get("tool_calls") or ():
             arguments = (call.get("function") or {}).get("arguments")
             if arguments:
-                self.produced.append(arguments)
+                pieces.append(arguments)
 
 
 class _SSEData:

@@ -48,6 +48,16 @@ class KeyRecord:
     account_month_debits_micros: int = 0
     spent_micros: int = 0
 
+    @property
+    def budgeted(self) -> bool:
+        """Does any budget apply to this key's calls (prepaid balance, key cap, monthly budget)? When none does,
+        calls are metered but reserve nothing, which saves the limiter round trips."""
+        return (
+            not self.account_unlimited
+            or self.spend_cap_micros is not None
+            or self.account_monthly_budget_micros is not None
+        )
+
     def allows_model(self, model: str) -> bool:
         return self.models is None or model in self.models
 
