@@ -17,7 +17,10 @@ def chunk_event(content: str | None, finish: str | None = None, usage: bool = Tr
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
-USAGE = b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}\n\n'
+USAGE = (
+    b'data: {"id":"chatcmpl-1","object":"chat.completion.chunk","choices":[],'
+    b'"usage":{"prompt_tokens":7,"completion_tokens":3,"total_tokens":10}}\n\n'
+)
 STREAM = (
     chunk_event("Hel")
     + chunk_event("lo")
@@ -79,7 +82,7 @@ def test_stream_options_are_added_without_touching_the_rest() -> None:
     assert hide
     assert orjson.loads(edited)["stream_options"] == {"include_usage": True}
     assert edited.endswith(b'"stream":true, "temperature":1.50}')
-    kept, hide = ensure_stream_usage(
+    _, hide = ensure_stream_usage(
         raw.replace(b'"stream":true', b'"stream":true,"stream_options":{"include_usage":true}'),
         {**body, "stream_options": {"include_usage": True}},
     )

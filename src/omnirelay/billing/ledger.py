@@ -12,7 +12,8 @@ counter                         cap                                    seeded fr
 ==============================  =====================================  ======================================
 
 Calls of a key that no budget applies to (unlimited account, no key cap, no monthly budget) are metered and
-written to the ledger but reserve nothing. A call of a budgeted key reserves its worst-case cost on all of them at once (one atomic ``reserve`` with a lease); when it ends
+written to the ledger but reserve nothing. A call of a budgeted key reserves its worst-case cost on all of them
+at once (one atomic ``reserve`` with a lease); when it ends
 the actual cost is settled (``settle`` moves each counter by actual - reserved) and a ledger entry of -cost is
 queued with its usage row. A call that fails before producing anything settles at 0, which releases the hold.
 An instance that dies mid-call leaves holds whose leases expire; every instance runs ``release_expired`` on a
