@@ -9,8 +9,10 @@ from collections.abc import AsyncIterator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
+from omnirelay.api.account import account_routes
+from omnirelay.api.admin import create_admin_api
 from omnirelay.api.anthropic import AnthropicSurface
 from omnirelay.api.errors import error_response
 from omnirelay.api.front import Handler, RelayFront
@@ -66,6 +68,8 @@ def create_app(settings: Settings) -> RelayFront:
             *openai_surface.routes(),
             *anthropic_surface.routes(),
             *gemini_surface.routes(),
+            *account_routes(gateway),
+            Mount("/admin/api", app=create_admin_api(gateway)),
         ],
         lifespan=lifespan,
         exception_handlers={Exception: internal_error},

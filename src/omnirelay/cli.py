@@ -9,15 +9,20 @@ import socket
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 import uvicorn
+import yaml
+from pydantic import ValidationError
 
 from omnirelay.config import ChannelConfig, KeyConfig, Settings, load_settings
 
 app = typer.Typer(
-    no_args_is_help=True, add_completion=False, help="omnirelay: one base URL and one key for every model."
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="omnirelay: one base URL and one key for every model.",
 )
 keys_app = typer.Typer(no_args_is_help=True, help="Create, list and revoke client API keys.")
 app.add_typer(keys_app, name="keys")
@@ -54,8 +59,17 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def settings_from(config: Path | None) -> Settings:
+    """The config file's settings; a bad file ends the command with a readable message, not a traceback."""
     path = config or (Path(os.environ["OMNIRELAY_CONFIG"]) if "OMNIRELAY_CONFIG" in os.environ else None)
-    return load_settings(path) if path else Settings()
+    if path is None:
+        return Settings()
+    try:
+        return load_settings(path)
+    except FileNotFoundError:
+        raise typer.BadParameter(f"config file {path} does not exist") from None
+    except (ValidationError, yaml.YAMLError) as exc:
+        typer.echo(f"error: {path} is not a valid omnirelay config:\n{exc}", err=True)
+        raise typer.Exit(2) from None
 
 
 def _server(app_obj: Any, host: str, port: int) -> uvicorn.Server:
@@ -140,7 +154,7 @@ def serve(
     workers: Annotated[int, typer.Option(min=1)] = 1,
 ) -> None:
     """Run the gateway from a config file."""
-    load_settings(config)  # fail fast on a bad file, before any worker starts
+    settings_from(config)  # fail fast on a bad file, before any worker starts
     os.environ["OMNIRELAY_CONFIG"] = str(config.resolve())
     uvicorn.run(
         "omnirelay.app:app_from_env",
@@ -272,6 +286,204 @@ def keys_revoke(
         typer.echo(f"no active key with id {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"key {key_id} revoked")
+
+
+# --- accounts, channels, top-ups -------------------------------------------------------------------------------
+
+accounts_app = typer.Typer(no_args_is_help=True, help="Create, list and show accounts and their balances.")
+channels_app = typer.Typer(no_args_is_help=True, help="List channels; take one out of routing or put it back.")
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(channels_app, name="channels")
+
+
+def _usd_option(value: str | None, name: str) -> int | None:
+    from omnirelay.billing.money import usd_to_micros
+
+    if value is None:
+        return None
+    try:
+        return usd_to_micros(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=name) from None
+
+
+def _fail(message: str) -> NoReturn:
+    typer.echo(message, err=True)
+    raise typer.Exit(1)
+
+
+@accounts_app.command("create")
+def accounts_create(
+    name: Annotated[str, typer.Argument()],
+    group: Annotated[str, typer.Option(help="Price group (must exist, except 'default').")] = "default",
+    unlimited: Annotated[bool, typer.Option(help="Postpaid: no balance check.")] = False,
+    rpm: Annotated[int | None, typer.Option(min=0)] = None,
+    tpm: Annotated[int | None, typer.Option(min=0)] = None,
+    monthly_budget_usd: Annotated[str | None, typer.Option(help="Monthly spend budget in USD.")] = None,
+    config: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Create an account (its balance starts at 0: add credit with `omnirelay topup`)."""
+    from omnirelay.store import admin_repo, repo
+    from omnirelay.store.models import Group
+
+    budget = _usd_option(monthly_budget_usd, "--monthly-budget-usd")
+
+    async def work(session: Any) -> Any:
+        if await admin_repo.account_named(session, name) is not None:
+            return f"an account named '{name}' exists"
+        if group != "default" and await session.get(Group, group) is None:
+            return f"unknown group '{group}'"
+        await repo.ensure_group(session, group)
+        return await admin_repo.create_account(
+            session, name, group_name=group, unlimited=unlimited, rpm=rpm, tpm=tpm, monthly_budget_micros=budget
+        )
+
+    created = _with_session(config, work)
+    if isinstance(created, str):
+        _fail(created)
+    typer.echo(f"account {created.id} '{created.name}' created (group {created.group_name})")
+
+
+@accounts_app.command("list")
+def accounts_list(config: Annotated[Path | None, typer.Option()] = None) -> None:
+    """List accounts with their balances (credits - settled usage)."""
+    from omnirelay.billing.money import micros_to_usd_str
+    from omnirelay.store import admin_repo
+
+    async def work(session: Any) -> Any:
+        return await admin_repo.list_accounts(session, limit=100_000)
+
+    typer.echo(f"{'id':>5}  {'name':<24} {'group':<12} {'balance_usd':>16} {'month_usd':>14}  status")
+    for row in _with_session(config, work):
+        status = "disabled" if row.disabled else "unlimited" if row.unlimited else "active"
+        balance = micros_to_usd_str(row.credits_micros - row.debits_micros)
+        month = micros_to_usd_str(admin_repo.month_spend(row))
+        typer.echo(f"{row.id:>5}  {row.name:<24} {row.group_name:<12} {balance:>16} {month:>14}  {status}")
+
+
+@accounts_app.command("show")
+def accounts_show(
+    account: Annotated[str, typer.Argument(help="Account name or id.")],
+    config: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """One account: balance, limits, keys and its latest ledger entries."""
+    from omnirelay.billing.money import micros_to_usd_str as usd
+    from omnirelay.store import admin_repo
+
+    async def work(session: Any) -> Any:
+        row = await admin_repo.find_account(session, account)
+        if row is None:
+            return None
+        keys = await admin_repo.key_counts(session, [row.id])
+        return row, keys.get(row.id, 0), await admin_repo.ledger_page(session, row.id, limit=10)
+
+    found = _with_session(config, work)
+    if found is None:
+        _fail(f"no account '{account}'")
+    row, keys, entries = found
+    budget = "none" if row.monthly_budget_micros is None else usd(row.monthly_budget_micros)
+    typer.echo(f"account     : {row.id} '{row.name}' (group {row.group_name})")
+    typer.echo(f"status      : {'disabled' if row.disabled else 'active'}{', unlimited' if row.unlimited else ''}")
+    typer.echo(f"balance_usd : {usd(row.credits_micros - row.debits_micros)}")
+    typer.echo(f"credits_usd : {usd(row.credits_micros)}   debits_usd: {usd(row.debits_micros)}")
+    typer.echo(f"month_usd   : {usd(admin_repo.month_spend(row))} of budget {budget}")
+    typer.echo(f"limits      : rpm {row.rpm or '-'}  tpm {row.tpm or '-'}   active keys: {keys}")
+    for entry in entries:
+        typer.echo(f"  {entry.id:>6}  {entry.kind:<11} {usd(entry.amount_micros):>14}  {entry.reason or ''}")
+
+
+@app.command()
+def topup(
+    account: Annotated[str, typer.Argument(help="Account name or id.")],
+    amount_usd: Annotated[str, typer.Argument(help="USD, e.g. 25 or 9.99 (at most 6 decimals).")],
+    reason: Annotated[str | None, typer.Option()] = None,
+    config: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Add credit to an account (a ledger entry); running gateways see it within a second."""
+    from omnirelay.billing.money import micros_to_usd_str
+    from omnirelay.store import admin_repo, repo
+
+    amount = _usd_option(amount_usd, "AMOUNT_USD")
+    if not amount:
+        raise typer.BadParameter("must be more than 0", param_hint="AMOUNT_USD")
+
+    async def work(session: Any) -> Any:
+        row = await admin_repo.find_account(session, account)
+        if row is None:
+            return None
+        await repo.post_entry(session, row.id, amount, kind="topup", reason=reason)
+        await session.refresh(row)
+        return row
+
+    row = _with_session(config, work)
+    if row is None:
+        _fail(f"no account '{account}'")
+    balance = micros_to_usd_str(row.credits_micros - row.debits_micros)
+    typer.echo(f"account {row.id} '{row.name}' topped up by {micros_to_usd_str(amount)}: balance {balance} USD")
+
+
+@channels_app.command("list")
+def channels_list(config: Annotated[Path | None, typer.Option()] = None) -> None:
+    """List channels (upstream keys are counted, never shown)."""
+    from omnirelay.crypto import SecretBox
+    from omnirelay.gateway import master_key_for
+    from omnirelay.store import admin_repo
+
+    settings = settings_from(config)
+
+    def key_count(sealed: str) -> str:
+        try:
+            return str(len(SecretBox(master_key_for(settings)).open(sealed)))
+        except ValueError:
+            return "?"
+
+    async def work(session: Any) -> Any:
+        return await admin_repo.list_channels(session)
+
+    typer.echo(f"{'id':>5}  {'name':<20} {'type':<10} {'state':<9} {'keys':>4}  {'source':<7} models")
+    for row in _with_session(config, work):
+        state = "enabled" if row.enabled else "disabled"
+        source = "config" if row.from_config else "admin"
+        models = ",".join([*row.models, *row.model_map]) or "-"
+        note = f"  ({row.disabled_reason})" if not row.enabled and row.disabled_reason else ""
+        typer.echo(
+            f"{row.id:>5}  {row.name:<20} {row.type:<10} {state:<9} {key_count(row.api_keys_encrypted):>4}  "
+            f"{source:<7} {models}{note}"
+        )
+
+
+def _set_channel(channel: str, enabled: bool, reason: str | None, config: Path | None) -> None:
+    from omnirelay.store import admin_repo
+
+    async def work(session: Any) -> Any:
+        row = await admin_repo.find_channel(session, channel)
+        if row is not None:
+            await admin_repo.set_channel_enabled(session, row, enabled, reason)
+        return row
+
+    row = _with_session(config, work)
+    if row is None:
+        _fail(f"no channel '{channel}'")
+    typer.echo(f"channel {row.id} '{row.name}' {'enabled' if enabled else 'disabled'}")
+
+
+@channels_app.command("disable")
+def channels_disable(
+    channel: Annotated[str, typer.Argument(help="Channel name or id.")],
+    reason: Annotated[str | None, typer.Option()] = None,
+    config: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Take a channel out of routing; running gateways stop using it within a second."""
+    _set_channel(channel, False, reason, config)
+
+
+@channels_app.command("enable")
+def channels_enable(
+    channel: Annotated[str, typer.Argument(help="Channel name or id.")],
+    config: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Put a channel back into routing."""
+    _set_channel(channel, True, None, config)
 
 
 def main() -> None:

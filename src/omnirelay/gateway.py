@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from omnirelay.billing import tokens
 from omnirelay.billing.ledger import Billing
-from omnirelay.billing.prices import PriceTable
+from omnirelay.billing.prices import PriceTable, price_from_spec
 from omnirelay.config import Settings, async_database_url
 from omnirelay.crypto import SecretBox, hash_key, load_or_create_master_key
 from omnirelay.errors import ErrorCode, GatewayError
@@ -26,6 +26,7 @@ from omnirelay.limits import create_limiter
 from omnirelay.providers.upstream import create_session
 from omnirelay.routing.registry import ChannelRegistry
 from omnirelay.store import repo
+from omnirelay.store.admin_repo import load_price_overrides
 from omnirelay.store.db import bootstrap_lock, create_engine, migrate, sessionmaker
 from omnirelay.store.snapshot import KeyRecord, Snapshot, load_snapshot
 from omnirelay.store.writer import BatchWriter
@@ -100,10 +101,23 @@ class Gateway:
         async with self.sessions() as session:
             version = await repo.config_version(session)
             snapshot = await load_snapshot(session, self.box)
+            overrides = await load_price_overrides(session)
         await self.billing.seed(snapshot.keys_by_hash.values())
         self.snapshot = snapshot
         self.registry = ChannelRegistry(snapshot.channels)
+        self._apply_prices(overrides)
         self._version = version
+
+    def _apply_prices(self, overrides: dict[str, dict[str, object]]) -> None:
+        """Config prices, then the admin's overrides (each replaces its model's whole entry)."""
+        table = PriceTable(self.settings.prices)
+        for model, spec in overrides.items():
+            try:
+                table.set(model, price_from_spec(spec))
+            except (ValueError, TypeError) as exc:
+                log.error("price_override_invalid", model=model, error=str(exc))
+        self.prices = table
+        self.billing.prices = table
 
     async def _sweep_holds(self) -> None:
         """Release reservations whose call died with its instance (their lease ran out)."""

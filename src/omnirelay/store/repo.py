@@ -117,12 +117,15 @@ async def sync_config_keys(session: AsyncSession, keys: list[KeyConfig]) -> None
 
 
 async def sync_config_channels(session: AsyncSession, channels: list[ChannelConfig], box: SecretBox) -> None:
-    """Channels named in the config file are owned by it: created or overwritten on every start."""
+    """Channels named in the config file are owned by it: created or overwritten on every start, except that an
+    operator's (or the gateway's) decision to disable an existing channel survives the restart."""
     for spec in channels:
         row = await session.scalar(select(Channel).where(Channel.name == spec.name))
         if row is None:
-            row = Channel(name=spec.name)
+            row = Channel(name=spec.name, enabled=spec.enabled)
             session.add(row)
+        elif not spec.enabled:
+            row.enabled = False
         row.type = spec.type
         row.base_url = spec.base_url
         row.api_keys_encrypted = box.seal(spec.api_keys)
@@ -130,7 +133,6 @@ async def sync_config_channels(session: AsyncSession, channels: list[ChannelConf
         row.model_map = spec.model_map
         row.priority = spec.priority
         row.weight = spec.weight
-        row.enabled = spec.enabled
         row.from_config = True
         row.settings = {
             "timeout_s": spec.timeout_s,
