@@ -1,0 +1,45 @@
+"""What the run happened on, printed with every table so numbers are never read without their context."""
+
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def versions(*packages: str) -> str:
+    found = []
+    for name in packages:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            continue
+    return ", ".join(found)
+
+
+def describe() -> dict[str, str]:
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpus": f"{os.cpu_count()} ({usable} usable) x {cpu_model()}",
+        "python": f"{platform.python_implementation()} {platform.python_version()} on {platform.system()} "
+        f"{platform.release()}",
+        "packages": versions("omnirelay", "uvicorn", "uvloop", "httptools", "aiohttp", "starlette"),
+    }
