@@ -14,20 +14,11 @@ from typing import Any
 import orjson
 
 from omnirelay.formats.anthropic_stream import AnthropicStreamDecoder
-from omnirelay.formats.gemini_stream import GeminiFrameReader, GeminiStreamDecoder
-from omnirelay.formats.ir import (
-    Format,
-    StreamEnd,
-    StreamError,
-    StreamEvent,
-    StreamStart,
-    TextDelta,
-    ThinkingDelta,
-    ToolCallDelta,
-    UsageUpdate,
-)
+from omnirelay.formats.gemini_stream import GeminiStreamDecoder
+from omnirelay.formats.ir import Format
 from omnirelay.formats.openai_chat import openai_usage_to_ir
 from omnirelay.formats.sse import DONE, SSEParser
+from omnirelay.formats.translate import StreamReader
 from omnirelay.formats.usage import Usage
 
 _MODEL_FIELD = re.compile(rb'"model"\s*:\s*"((?:[^"\\]|\\.)*)"')
@@ -168,55 +159,17 @@ def _collect_text(data: str, pieces: list[str]) -> None:
                 pieces.append(arguments)
 
 
-class _SSEData:
-    __slots__ = ("_parser",)
-
-    def __init__(self) -> None:
-        self._parser = SSEParser()
-
-    def feed(self, chunk: bytes) -> list[str]:
-        return [event.data for event in self._parser.feed(chunk)]
-
-    def flush(self) -> list[str]:
-        return [event.data for event in self._parser.flush()]
-
-
-class ObservedStream:
+class ObservedStream(StreamReader):
     """Same-format relay for Anthropic and Gemini streams: the bytes go to the client exactly as they came; a
     decoder reads along to learn usage, produced text and whether the stream ended properly."""
 
     def __init__(self, fmt: Format) -> None:
-        self._frames: _SSEData | GeminiFrameReader = GeminiFrameReader() if fmt == "gemini" else _SSEData()
-        self._decoder: AnthropicStreamDecoder | GeminiStreamDecoder = (
-            GeminiStreamDecoder() if fmt == "gemini" else AnthropicStreamDecoder()
-        )
-        self.usage: Usage | None = None
-        self.produced: list[str] = []
-        self.finished = False
-        self.error: StreamError | None = None
+        super().__init__(fmt, GeminiStreamDecoder() if fmt == "gemini" else AnthropicStreamDecoder())
 
     def feed(self, chunk: bytes) -> bytes:
-        for payload in self._frames.feed(chunk):
-            self._observe(self._decoder.feed(payload))
+        self.read(chunk)
         return chunk
 
     def finish(self) -> bytes:
-        for payload in self._frames.flush():
-            self._observe(self._decoder.feed(payload))
-        self._observe(self._decoder.close())
+        self.close()
         return b""
-
-    def _observe(self, events: list[StreamEvent]) -> None:
-        for event in events:
-            if isinstance(event, TextDelta | ThinkingDelta):
-                self.produced.append(event.text)
-            elif isinstance(event, ToolCallDelta):
-                self.produced.append(event.arguments)
-            elif isinstance(event, UsageUpdate):
-                self.usage = event.usage
-            elif isinstance(event, StreamStart) and event.usage is not None:
-                self.usage = event.usage
-            elif isinstance(event, StreamEnd):
-                self.finished = event.complete
-            elif isinstance(event, StreamError):
-                self.error = event

@@ -234,66 +234,69 @@ def stream_encoder(context: CallContext) -> Encoder:
     return OpenAIStreamEncoder(model=context.model, created=context.created, include_usage=context.include_usage)
 
 
-class StreamTranslator:
-    """Upstream stream bytes → client stream bytes, incrementally; one per call.
+class StreamReader:
+    """Upstream stream bytes → IR events, recording along the way ``usage`` (the upstream's latest cumulative
+    figures, None if it gave none), ``produced`` (text, reasoning and tool arguments, for counting when usage is
+    missing), ``finished`` (the upstream ended properly) and ``error``. One per call."""
 
-    ``feed`` returns whatever the bytes so far complete (possibly ``b""``), ``finish`` ends the client stream:
-    properly if the upstream did, else with the client format's error event. Meanwhile it records
-    ``usage`` (the upstream's latest cumulative figures, None if it gave none), ``produced`` (text, reasoning
-    and tool arguments, for counting when usage is missing), ``finished`` and ``error``.
-    """
+    __slots__ = ("_decoder", "_frames", "error", "finished", "produced", "usage")
 
-    __slots__ = (
-        "_decoder",
-        "_encoder",
-        "_frames",
-        "error",
-        "finished",
-        "produced",
-        "usage",
-    )
-
-    def __init__(self, context: CallContext) -> None:
-        self._frames: _SSEFrames | GeminiFrameReader = (
-            GeminiFrameReader() if context.upstream == "gemini" else _SSEFrames()
-        )
-        self._decoder = stream_decoder(context)
-        self._encoder = stream_encoder(context)
+    def __init__(self, upstream: Format, decoder: Decoder) -> None:
+        self._frames: _SSEFrames | GeminiFrameReader = GeminiFrameReader() if upstream == "gemini" else _SSEFrames()
+        self._decoder = decoder
         self.usage: Usage | None = None
         self.produced: list[str] = []
         self.finished = False
-        """True once the upstream ended properly."""
         self.error: StreamError | None = None
 
-    def feed(self, data: bytes) -> bytes:
-        out = bytearray()
+    def read(self, data: bytes) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
         for payload in self._frames.feed(data):
-            for event in self._decoder.feed(payload):
-                out += self._emit(event)
-        return bytes(out)
+            events.extend(self._decoder.feed(payload))
+        self._note(events)
+        return events
+
+    def close(self) -> list[StreamEvent]:
+        """The upstream body ended (or the relay gave up on it)."""
+        events: list[StreamEvent] = []
+        for payload in self._frames.flush():
+            events.extend(self._decoder.feed(payload))
+        events.extend(self._decoder.close())
+        self._note(events)
+        return events
+
+    def _note(self, events: list[StreamEvent]) -> None:
+        for event in events:
+            if isinstance(event, TextDelta | ThinkingDelta):
+                self.produced.append(event.text)
+            elif isinstance(event, ToolCallDelta):
+                self.produced.append(event.arguments)
+            elif isinstance(event, UsageUpdate):
+                self.usage = event.usage
+            elif isinstance(event, StreamStart):
+                if event.usage is not None:
+                    self.usage = event.usage
+            elif isinstance(event, StreamEnd):
+                self.finished = event.complete
+            elif isinstance(event, StreamError):
+                self.error = event
+
+
+class StreamTranslator(StreamReader):
+    """Upstream stream bytes → client stream bytes, incrementally; one per call.
+
+    ``feed`` returns whatever the bytes so far complete (possibly ``b""``), ``finish`` ends the client stream:
+    properly if the upstream did, else with the client format's error event.
+    """
+
+    __slots__ = ("_encoder",)
+
+    def __init__(self, context: CallContext) -> None:
+        super().__init__(context.upstream, stream_decoder(context))
+        self._encoder = stream_encoder(context)
+
+    def feed(self, data: bytes) -> bytes:
+        return b"".join(self._encoder.encode(event) for event in self.read(data))
 
     def finish(self) -> bytes:
-        """Call when the upstream body ended (or the relay gave up on it)."""
-        out = bytearray()
-        for payload in self._frames.flush():
-            for event in self._decoder.feed(payload):
-                out += self._emit(event)
-        for event in self._decoder.close():
-            out += self._emit(event)
-        return bytes(out)
-
-    def _emit(self, event: StreamEvent) -> bytes:
-        if isinstance(event, TextDelta | ThinkingDelta):
-            self.produced.append(event.text)
-        elif isinstance(event, ToolCallDelta):
-            self.produced.append(event.arguments)
-        elif isinstance(event, UsageUpdate):
-            self.usage = event.usage
-        elif isinstance(event, StreamStart):
-            if event.usage is not None:
-                self.usage = event.usage
-        elif isinstance(event, StreamEnd):
-            self.finished = event.complete
-        elif isinstance(event, StreamError):
-            self.error = event
-        return self._encoder.encode(event)
+        return b"".join(self._encoder.encode(event) for event in self.close())
