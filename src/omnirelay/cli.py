@@ -239,7 +239,7 @@ def keys_create(
 
     model_list = [m.strip() for m in models.split(",") if m.strip()] if models else None
     expires_at = _parse_expiry(expires)
-    cap = None if quota_usd is None else round(quota_usd * 1_000_000)
+    cap = _usd_option(None if quota_usd is None else str(quota_usd), "--quota-usd")
 
     async def work(session: Any) -> Any:
         return await repo.create_key(

@@ -42,7 +42,8 @@ class KeyConfig(BaseModel):
 
     name: str
     key: str
-    quota_usd: float | None = None
+    quota_usd: str | float | None = None
+    """Spend cap in USD (converted exactly to micro-USD; a string keeps every digit)."""
     models: list[str] | None = None
     account: str = "default"
 

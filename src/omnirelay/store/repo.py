@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from omnirelay.billing.money import usd_to_micros
 from omnirelay.config import ChannelConfig, KeyConfig
 from omnirelay.crypto import SecretBox, display_prefix, hash_key, new_api_key
 from omnirelay.store.models import Account, ApiKey, Channel, ConfigVersion, Group, LedgerEntry
@@ -110,7 +111,7 @@ async def sync_config_keys(session: AsyncSession, keys: list[KeyConfig]) -> None
     for spec in keys:
         if await session.scalar(select(ApiKey.id).where(ApiKey.key_hash == hash_key(spec.key))) is not None:
             continue
-        cap = None if spec.quota_usd is None else round(spec.quota_usd * 1_000_000)
+        cap = None if spec.quota_usd is None else usd_to_micros(spec.quota_usd)
         await create_key(
             session, spec.name, account=spec.account, models=spec.models, key=spec.key, spend_cap_micros=cap
         )
