@@ -23,6 +23,8 @@ from omnirelay.providers.kinds import CHANNEL_KINDS
 from omnirelay.store.snapshot import KeyRecord
 
 REQUIRED_FIELDS = {"chat": ("model", "max_tokens", "messages"), "count_tokens": ("model", "messages")}
+FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
+"""Passed on to an Anthropic channel (betas switch features on); other channels never see them."""
 
 
 def anthropic_key(request: Request) -> str | None:
@@ -60,6 +62,7 @@ class AnthropicSurface:
             body=body,
             raw=raw,
             client_ip=ip,
+            forward_headers={name: value for name in FORWARDED_HEADERS if (value := request.headers.get(name))},
         )
 
     async def messages(self, request: Request) -> Response:
@@ -81,10 +84,25 @@ class AnthropicSurface:
             return error_response("anthropic", err)
 
 
+def _model_info(model: str, created: str) -> dict[str, str]:
+    return {"type": "model", "id": model, "display_name": model, "created_at": created}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def anthropic_model(gateway: Gateway, key: KeyRecord, model: str) -> Response:
+    """``GET /v1/models/{id}`` for an Anthropic client (the route is shared: see the OpenAI surface)."""
+    if not key.allows_model(model) or not gateway.registry.serves(model):
+        raise GatewayError(ErrorCode.not_found, f"model: {model}", param="model")
+    return Response(orjson.dumps(_model_info(model, _now())), media_type="application/json")
+
+
 def anthropic_model_list(gateway: Gateway, key: KeyRecord) -> Response:
-    created = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    created = _now()
     models = [m for m in gateway.registry.models() if key.allows_model(m)]
-    data = [{"type": "model", "id": m, "display_name": m, "created_at": created} for m in models]
+    data = [_model_info(m, created) for m in models]
     payload = {
         "data": data,
         "has_more": False,

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from omnirelay.api.anthropic import anthropic_key, anthropic_model_list
+from omnirelay.api.anthropic import anthropic_key, anthropic_model, anthropic_model_list
 from omnirelay.api.common import bearer_token, client_ip, read_json_body
 from omnirelay.api.errors import error_response
 from omnirelay.api.gemini import GeminiSurface, is_gemini_request
@@ -95,6 +95,12 @@ class OpenAISurface:
     async def get_model(self, request: Request) -> Response:
         if is_gemini_request(request):
             return await self.gemini.get_model(request)
+        if "anthropic-version" in request.headers:
+            try:
+                key = self.gateway.authenticate(anthropic_key(request), client_ip(request))
+                return anthropic_model(self.gateway, key, request.path_params["target"])
+            except GatewayError as err:
+                return error_response("anthropic", err)
         model = request.path_params["target"]
         try:
             if model not in self._visible_models(request):

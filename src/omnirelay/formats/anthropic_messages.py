@@ -235,7 +235,13 @@ def _messages(body: JSONObject, request: IRRequest) -> None:
     for i, item in enumerate(as_list(body.get("messages"), "messages")):
         path = join("messages", i)
         msg = as_obj(item, path)
-        role = ROLES.get(opt_str(msg, "role", path) or "")
+        role_name = opt_str(msg, "role", path) or ""
+        if role_name == "system":
+            # A mid-conversation system message (Claude Code sends them): it joins the system prompt, as an
+            # OpenAI client's system messages do wherever they stand.
+            request.system.extend(_system_texts(msg.get("content"), join(path, "content")))
+            continue
+        role = ROLES.get(role_name)
         if role is None:
             raise InvalidRequest(f"'{join(path, 'role')}' must be user or assistant", join(path, "role"))
         content = msg.get("content")
@@ -252,13 +258,32 @@ def _messages(body: JSONObject, request: IRRequest) -> None:
     resolve_tool_names(request.messages)
 
 
+def _system_texts(value: object, path: str) -> list[str]:
+    """A system prompt: a string or a list of text blocks."""
+    if isinstance(value, str):
+        return [value]
+    if value is None:
+        return []
+    return [req_str(as_obj(raw, join(path, i)), "text", join(path, i)) for i, raw in enumerate(as_list(value, path))]
+
+
 def _system(body: JSONObject, request: IRRequest) -> None:
-    system = body.get("system")
-    if isinstance(system, str):
-        request.system.append(system)
-    elif system is not None:
-        for i, raw in enumerate(as_list(system, "system")):
-            request.system.append(req_str(as_obj(raw, join("system", i)), "text", join("system", i)))
+    request.system.extend(_system_texts(body.get("system"), "system"))
+
+
+def _no_op_context_management(value: object) -> bool:
+    """Context editing that changes nothing another vendor would see: clearing thinking while keeping all of
+    it (Claude Code's default). Other vendors never receive earlier turns' thinking from here anyway."""
+    edits = value.get("edits") if isinstance(value, dict) else None
+    return (
+        isinstance(value, dict)
+        and set(value) <= {"edits"}
+        and isinstance(edits, list)
+        and all(
+            isinstance(e, dict) and str(e.get("type", "")).startswith("clear_thinking_") and e.get("keep") == "all"
+            for e in edits
+        )
+    )
 
 
 def _tools(body: JSONObject, request: IRRequest) -> None:
@@ -340,6 +365,8 @@ def anthropic_request_to_ir(body: JSONObject, *, model: str | None = None) -> IR
     request.stop = [as_str(s, "stop_sequences") for s in opt_list(body, "stop_sequences")]
     for key, value in body.items():
         if key in HANDLED_FIELDS or key in DROPPED_FIELDS or value is None:
+            continue
+        if key == "context_management" and _no_op_context_management(value):
             continue
         reason = ANTHROPIC_ONLY_FIELDS.get(key, "the gateway does not know how to translate it")
         request.extras.append(VendorExtra("anthropic", key, value, reason=reason))

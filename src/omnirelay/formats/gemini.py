@@ -233,12 +233,23 @@ def _function_response(value: JSONObject, path: str, ids: _CallIds) -> ToolResul
     return ToolResultPart(ids.result(opt_str(value, "id", path), name), name, content, is_error)
 
 
+URLSAFE_TO_STANDARD = str.maketrans("-_", "+/")
+
+
+def standard_base64(data: str) -> str:
+    """Gemini's ``bytes`` fields take URL-safe base64 too (google-genai sends it); the other vendors and data
+    URLs want the standard alphabet with padding."""
+    if "-" in data or "_" in data:
+        data = data.translate(URLSAFE_TO_STANDARD)
+    return data + "=" * (-len(data) % 4)
+
+
 def _media(part: JSONObject, path: str) -> MediaPart | None:
     inline = opt_obj(part, "inlineData", path)
     if inline is not None:
         media_type = req_str(inline, "mimeType", join(path, "inlineData"))
         data = req_str(inline, "data", join(path, "inlineData"))
-        return MediaPart(kind_of(media_type), media_type, data=data)
+        return MediaPart(kind_of(media_type), media_type, data=standard_base64(data))
     file = opt_obj(part, "fileData", path)
     if file is not None:
         file_type = opt_str(file, "mimeType", join(path, "fileData"))
@@ -389,8 +400,45 @@ def _generation_config(body: JSONObject, request: IRRequest) -> None:
             request.extras.append(VendorExtra("gemini", join(p, key), value))
 
 
+FREE_FORM_KEYS: frozenset[str] = frozenset(
+    {"args", "response", "parameters", "parametersJsonSchema", "responseSchema", "responseJsonSchema", "labels"}
+)
+"""Values that are the client's own data (call arguments, results, schemas, labels): their keys are kept as
+they are. Gemini ``Schema`` objects take snake_case on their own way in (gemini_schema)."""
+
+
+def _camel(key: str) -> str:
+    if "_" not in key or key.startswith("_"):
+        return key
+    head, *rest = key.split("_")
+    return head + "".join(word[:1].upper() + word[1:] for word in rest)
+
+
+def camel_request_keys(value: object) -> object:
+    """The request with proto field names in camelCase. Google's JSON parser takes ``mime_type`` as well as
+    ``mimeType``, and google-genai sends some snake_case (``inlineData.mime_type``); the readers here speak
+    camelCase only. Returns ``value`` itself when nothing needed renaming."""
+    if isinstance(value, list):
+        items = [camel_request_keys(item) for item in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    if not isinstance(value, dict):
+        return value
+    out: JSONObject = {}
+    changed = False
+    for key, item in value.items():
+        name = _camel(key)
+        new = item if name in FREE_FORM_KEYS else camel_request_keys(item)
+        changed = changed or name != key or new is not item
+        out[name] = new
+    return out if changed else value
+
+
 def gemini_request_to_ir(body: JSONObject, *, model: str, stream: bool = False) -> IRRequest:
-    """Gemini carries the model and the streaming choice in the URL; the caller passes them."""
+    """Gemini carries the model and the streaming choice in the URL; the caller passes them. Field names may
+    be camelCase or snake_case, as the Gemini API allows."""
+    normalized = camel_request_keys(body)
+    assert isinstance(normalized, dict)
+    body = normalized
     request = IRRequest(model=model, messages=[], source="gemini", stream=stream)
     system = opt_obj(body, "systemInstruction")
     if system is not None:
