@@ -1,9 +1,9 @@
 """Load generators, each in its own process, returning a :class:`Load` summary per measured run.
 
 ``wrk`` drives plain responses when it is installed (``--driver auto``); streams always use the Python driver,
-which measures time to first byte and checks every stream ended with ``[DONE]``. The Python driver is one
-persistent process (``benchmarks.loadgen --serve``) taking a job per row, so no interpreter start falls inside a
-measured window. Each driver's own CPU time is recorded, so a saturated driver shows in the table.
+which measures time to first byte and to first token and checks every stream ended as its format ends one. The
+Python driver is one persistent process (``benchmarks.loadgen --serve``) taking a job per row, so no interpreter
+start falls inside a measured window. Each driver's own CPU time is recorded, so a saturated driver shows in the table.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ class Load:
     latency_p99_ms: float | None
     ttfb_p50_ms: float | None = None
     ttfb_p99_ms: float | None = None
+    ttft_p50_ms: float | None = None
+    ttft_p99_ms: float | None = None
     driver_cpu_s: float = 0.0
     error_samples: list[str] = field(default_factory=list)
 
@@ -104,6 +106,8 @@ class Drivers:
             "concurrency": concurrency,
             "duration": duration,
             "stream": workload.stream,
+            "stream_end": workload.expect,
+            "first_token": workload.first_token,
         }
         cpu_before = procstat.cpu_seconds(process.pid)
         process.stdin.write(json.dumps(job) + "\n")

@@ -24,10 +24,25 @@ class RowResult:
     upstream_cpu_s: float | None = None
     rps_ratio: float | None = None
     cpu_ratio: float | None = None
+    baseline_ratio: float | None = None
+    """CPU per output token (streams) or per request (plain) ÷ the baseline row's."""
+    added_ttft_ms: float | None = None
+    """TTFT p50 minus the reference row's TTFT p50."""
+    added_ttft_p99_ms: float | None = None
+    redis_cpu_s: float | None = None
+    """Redis-backed rows: the Redis server's CPU time over the window (``INFO cpu``; other clients included)."""
 
     @property
     def cpu_ms_per_request(self) -> float:
         return self.server_cpu_s * 1000 / self.load.completed if self.load.completed else 0.0
+
+    @property
+    def cpu_us_per_token(self) -> float | None:
+        """Streams: server CPU / (requests it finished * output tokens per stream), in microseconds."""
+        tokens = self.scenario.workload.output_tokens
+        if not self.scenario.workload.stream or not tokens:
+            return None
+        return self.cpu_ms_per_request * 1000 / tokens
 
     @property
     def driver_cpu_pct(self) -> float:
@@ -39,16 +54,25 @@ class RowResult:
             "group": self.scenario.group,
             "target": self.scenario.target,
             "floor": self.scenario.floor,
+            "baseline": self.scenario.baseline,
+            "ttft_reference": self.scenario.ttft_reference,
+            "stream": self.scenario.workload.stream,
+            "output_tokens": self.scenario.workload.output_tokens,
             "server": self.server_label,
             "load": asdict(self.load),
             "rps": self.load.rps,
             "server_cpu_s": self.server_cpu_s,
             "cpu_ms_per_request": self.cpu_ms_per_request,
+            "cpu_us_per_token": self.cpu_us_per_token,
             "peak_rss_mb": self.peak_rss_mb,
             "upstream_cpu_s": self.upstream_cpu_s,
             "driver_cpu_pct": self.driver_cpu_pct,
             "rps_ratio": self.rps_ratio,
             "cpu_ratio": self.cpu_ratio,
+            "baseline_ratio": self.baseline_ratio,
+            "added_ttft_ms": self.added_ttft_ms,
+            "added_ttft_p99_ms": self.added_ttft_p99_ms,
+            "redis_cpu_s": self.redis_cpu_s,
         }
 
 
@@ -61,17 +85,32 @@ def median_run(runs: list[RowResult]) -> RowResult:
     return chosen
 
 
+def _cpu_unit(row: RowResult) -> float:
+    """What baseline comparisons divide: CPU per output token for streams, per request otherwise."""
+    per_token = row.cpu_us_per_token
+    return per_token if per_token is not None else row.cpu_ms_per_request
+
+
 def compare(rows: list[RowResult]) -> None:
-    """Fill the ratios of every row that names a floor present in this run."""
+    """Fill the ratios of every row whose floor, baseline or TTFT reference is present in this run."""
     by_name = {r.scenario.name: r for r in rows}
     for row in rows:
         floor = by_name.get(row.scenario.floor or "")
-        if floor is None:
-            continue
-        if floor.load.rps:
-            row.rps_ratio = row.load.rps / floor.load.rps
-        if floor.cpu_ms_per_request:
-            row.cpu_ratio = row.cpu_ms_per_request / floor.cpu_ms_per_request
+        if floor is not None:
+            if floor.load.rps:
+                row.rps_ratio = row.load.rps / floor.load.rps
+            if floor.cpu_ms_per_request:
+                row.cpu_ratio = row.cpu_ms_per_request / floor.cpu_ms_per_request
+        baseline = by_name.get(row.scenario.baseline or "")
+        if baseline is not None and _cpu_unit(baseline):
+            row.baseline_ratio = _cpu_unit(row) / _cpu_unit(baseline)
+        reference = by_name.get(row.scenario.ttft_reference or "")
+        if reference is not None:
+            mine, theirs = row.load, reference.load
+            if mine.ttft_p50_ms is not None and theirs.ttft_p50_ms is not None:
+                row.added_ttft_ms = mine.ttft_p50_ms - theirs.ttft_p50_ms
+            if mine.ttft_p99_ms is not None and theirs.ttft_p99_ms is not None:
+                row.added_ttft_p99_ms = mine.ttft_p99_ms - theirs.ttft_p99_ms
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -94,8 +133,9 @@ HEADERS = (
     "req/s",
     "p50 ms",
     "p99 ms",
-    "TTFB p50 ms",
+    "TTFT p50 ms",
     "CPU ms/req",
+    "CPU µs/token",
     "peak RSS MB",
     "req/s vs floor",
     "CPU/req vs floor",
@@ -105,7 +145,7 @@ HEADERS = (
 
 
 def table_rows(rows: list[RowResult]) -> list[tuple[str, ...]]:
-    out = []
+    out: list[tuple[str, ...]] = []
     for row in rows:
         load = row.load
         rps_ratio, cpu_ratio = _ratio(row)
@@ -117,8 +157,9 @@ def table_rows(rows: list[RowResult]) -> list[tuple[str, ...]]:
                 _num(load.rps, 0),
                 _num(load.latency_p50_ms, 2),
                 _num(load.latency_p99_ms, 2),
-                _num(load.ttfb_p50_ms, 2),
+                _num(load.ttft_p50_ms, 2),
                 _num(row.cpu_ms_per_request, 3),
+                _num(row.cpu_us_per_token, 1),
                 _num(row.peak_rss_mb, 1),
                 rps_ratio,
                 cpu_ratio,
@@ -144,23 +185,69 @@ def markdown_table(rows: list[RowResult]) -> str:
     return "\n".join([line(HEADERS), rule, *(line(r) for r in body)])
 
 
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def _floor_verdict(row: RowResult, by_name: dict[str, RowResult]) -> str:
+    assert row.rps_ratio is not None and row.cpu_ratio is not None
+    return (
+        f"{row.scenario.name}: req/s {row.rps_ratio:.0%} of floor {row.scenario.floor} (target ≥ {RPS_TARGET:.0%}) "
+        f"{_verdict(row.rps_ratio >= RPS_TARGET)}; CPU/req {row.cpu_ratio:.2f}x floor (target ≤ {CPU_TARGET:.0f}x) "
+        f"{_verdict(row.cpu_ratio <= CPU_TARGET)}"
+    )
+
+
+def _baseline_verdict(row: RowResult, by_name: dict[str, RowResult]) -> str:
+    assert row.baseline_ratio is not None
+    baseline = by_name[row.scenario.baseline or ""]
+    target = row.scenario.baseline_target
+    if row.cpu_us_per_token is not None and baseline.cpu_us_per_token is not None:
+        what = (
+            f"CPU per streamed token {row.cpu_us_per_token:.1f} µs = {row.baseline_ratio:.2f}x "
+            f"{baseline.scenario.name} ({baseline.cpu_us_per_token:.1f} µs)"
+        )
+    else:
+        delta = row.cpu_ms_per_request - baseline.cpu_ms_per_request
+        what = (
+            f"CPU/req {row.cpu_ms_per_request:.3f} ms = {row.baseline_ratio:.2f}x {baseline.scenario.name} "
+            f"({delta:+.3f} ms/req)"
+        )
+    if row.redis_cpu_s is not None and row.load.completed:
+        what += f"; Redis server CPU {row.redis_cpu_s * 1000 / row.load.completed:.3f} ms/req (shared Redis)"
+    if target is None:
+        return f"{row.scenario.name}: {what}"
+    return f"{row.scenario.name}: {what} (target ≤ {target:g}x) {_verdict(row.baseline_ratio <= target)}"
+
+
+def _ttft_line(row: RowResult, by_name: dict[str, RowResult]) -> str:
+    assert row.added_ttft_ms is not None
+    p99 = "" if row.added_ttft_p99_ms is None else f", p99 {row.added_ttft_p99_ms:+.1f} ms"
+    return (
+        f"{row.scenario.name}: TTFT p50 {row.load.ttft_p50_ms:.1f} ms, added vs {row.scenario.ttft_reference}: "
+        f"p50 {row.added_ttft_ms:+.1f} ms{p99}"
+    )
+
+
 def verdicts(rows: list[RowResult]) -> list[str]:
+    """One line per comparison: floor targets, baseline CPU ratios (with their target when they have one), added
+    TTFT. A comparison involving a row with errors is not judged."""
+    by_name = {r.scenario.name: r for r in rows}
     lines = []
     for row in rows:
-        if row.rps_ratio is None or row.cpu_ratio is None:
-            continue
-        floor_errors = sum(r.load.errors for r in rows if r.scenario.name == row.scenario.floor)
-        if row.load.errors or floor_errors:
-            lines.append(f"{row.scenario.name}: not judged, the row or its floor had errors")
-            continue
-        rps_ok = row.rps_ratio >= RPS_TARGET
-        cpu_ok = row.cpu_ratio <= CPU_TARGET
-        lines.append(
-            f"{row.scenario.name}: req/s {row.rps_ratio:.0%} of floor (target ≥ {RPS_TARGET:.0%}) "
-            f"{'PASS' if rps_ok else 'FAIL'}; "
-            f"CPU/req {row.cpu_ratio:.2f}x floor (target ≤ {CPU_TARGET:.0f}x) "
-            f"{'PASS' if cpu_ok else 'FAIL'}"
+        scenario = row.scenario
+        checks = (
+            (scenario.floor, row.rps_ratio is not None and row.cpu_ratio is not None, _floor_verdict),
+            (scenario.baseline, row.baseline_ratio is not None, _baseline_verdict),
+            (scenario.ttft_reference, row.added_ttft_ms is not None, _ttft_line),
         )
+        for other, filled, line in checks:
+            if other is None or not filled:
+                continue
+            if row.load.errors or by_name[other].load.errors:
+                lines.append(f"{scenario.name}: not compared with {other}, one of them had errors")
+                continue
+            lines.append(line(row, by_name))
     return lines
 
 

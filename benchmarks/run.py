@@ -3,7 +3,7 @@ process, driven one after another with the same load; prints the table.
 
     python -m benchmarks.run [--duration S] [--concurrency N] [--scenarios PATTERN ...] [--json out.json]
                              [--markdown] [--driver auto|python|wrk] [--upstream static|simulator] [--pin]
-                             [--repeat N] [--profile] [--keep]
+                             [--repeat N] [--profile] [--keep] [--redis-url URL]
 
 See ``benchmarks/README.md`` for what each column means.
 """
@@ -36,7 +36,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--duration", type=float, default=10.0, help="Measured seconds per row (default 10).")
     add("--warmup", type=float, default=1.0, help="Unmeasured seconds before each row (default 1).")
     add("--concurrency", type=int, default=32, help="Connections kept busy (default 32).")
-    add("--scenarios", nargs="+", metavar="PATTERN", help="Row names or groups (fnmatch), e.g. 'chat-stream'.")
+    add(
+        "--scenarios",
+        nargs="+",
+        metavar="PATTERN",
+        help="Row names, groups or tags (fnmatch), e.g. 'chat-stream', 'billing', 'streams'.",
+    )
     add(
         "--driver",
         choices=("auto", "python", "wrk"),
@@ -64,6 +69,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--markdown", action="store_true", help="Print a block ready to paste into a README.")
     add("--profile", action="store_true", help="Sample omnirelay with py-spy (or cProfile) and print its hot spots.")
     add("--keep", action="store_true", help="Keep the work directory (logs, database, config, profile).")
+    add(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/0",
+        help="Redis for the Redis-backed rows (each run uses its own namespace and deletes it after).",
+    )
     return parser.parse_args(argv)
 
 
@@ -79,18 +89,19 @@ def header_lines(
     pinning = "server under test pinned to its own CPU" if args.pin else "no CPU pinning"
     repeat = f", median of {args.repeat} interleaved runs" if args.repeat > 1 else ""
     return [
-        f"date: {started:%Y-%m-%d %H:%M} UTC; command: `{command}`",
+        f"date: {started:%Y-%m-%d %H:%M} UTC; command: `{command}`; omnirelay at {info['source']}",
         f"machine: {info['cpus']}; {info['python']}",
         f"packages: {info['packages']}",
         f"load: concurrency {args.concurrency}, {args.duration:g} s measured after {args.warmup:g} s "
         f"warm-up per row{repeat}; upstream: {args.upstream}; {pinning}",
         f"drivers: {plain} for plain responses, python (aiohttp) for streams",
+        *([f"limiter: {info['redis']}"] if info.get("redis") else []),
         f"load average before / after: {loads[0]} / {loads[1]}",
     ]
 
 
 def print_results(
-    args: argparse.Namespace, started: datetime, lines: list[str], rows: list[report.RowResult], logged: str | None
+    args: argparse.Namespace, started: datetime, lines: list[str], rows: list[report.RowResult], notes: list[str]
 ) -> None:
     bullet = "- " if args.markdown else ""
     print()
@@ -98,7 +109,7 @@ def print_results(
         print(f"### Benchmark, {started:%Y-%m-%d}\n")
     print("\n".join(bullet + line for line in lines) + "\n")
     print(report.markdown_table(rows) + "\n")
-    for line in [*report.verdicts(rows), *([logged] if logged else [])]:
+    for line in [*report.verdicts(rows), *notes]:
         print(bullet + line)
 
 
@@ -109,7 +120,15 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signum, _terminate)
     workdir = Path(tempfile.mkdtemp(prefix="omnirelay-bench-"))
     bench = Bench(args, scenarios, workdir)
+    notes: list[str] = []
+    problem = bench.redis_problem()
+    if problem is not None and not args.scenarios:  # rows named explicitly fail loudly in start_servers instead
+        notes.append(f"SKIPPED {', '.join(bench.drop_redis_rows())}: {problem}")
+        print(notes[-1], file=sys.stderr)
     info = machine.describe()
+    redis = bench.redis_description()
+    if redis:
+        info["redis"] = redis
     started, load_before = datetime.now(UTC), machine.load_average()
     try:
         try:
@@ -118,10 +137,12 @@ def main(argv: list[str] | None = None) -> int:
             load_after = machine.load_average()
         finally:
             bench.stop_servers()
+            redis_note = bench.redis_cleanup()
         report.compare(rows)
         given = sys.argv[1:] if argv is None else argv
         lines = header_lines(args, given, info, started, (load_before, load_after))
-        print_results(args, started, lines, rows, bench.usage_note())
+        notes += [*bench.usage_notes(), *([redis_note] if redis_note else [])]
+        print_results(args, started, lines, rows, notes)
         banner = report.error_banner(rows)
         if banner:
             print(banner)
