@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import math
 import os
 import socket
 import tempfile
@@ -152,9 +153,14 @@ def serve(
     host: Annotated[str, typer.Option()] = "127.0.0.1",
     port: Annotated[int, typer.Option()] = 8080,
     workers: Annotated[int, typer.Option(min=1)] = 1,
+    graceful_timeout: Annotated[
+        float | None,
+        typer.Option(help="After SIGTERM, seconds in-flight calls may take to finish (default: shutdown_grace_s)."),
+    ] = None,
 ) -> None:
-    """Run the gateway from a config file."""
-    settings_from(config)  # fail fast on a bad file, before any worker starts
+    """Run the gateway from a config file. SIGTERM stops taking connections, lets running calls and streams finish
+    (up to the graceful timeout), writes the last usage rows and ledger entries, then exits."""
+    settings = settings_from(config)  # fail fast on a bad file, before any worker starts
     os.environ["OMNIRELAY_CONFIG"] = str(config.resolve())
     uvicorn.run(
         "omnirelay.app:app_from_env",
@@ -165,6 +171,9 @@ def serve(
         loop="uvloop",
         http="httptools",
         log_level="warning",
+        timeout_graceful_shutdown=math.ceil(
+            graceful_timeout if graceful_timeout is not None else settings.shutdown_grace_s
+        ),
     )
 
 
@@ -291,7 +300,9 @@ def keys_revoke(
 # --- accounts, channels, top-ups -------------------------------------------------------------------------------
 
 accounts_app = typer.Typer(no_args_is_help=True, help="Create, list and show accounts and their balances.")
-channels_app = typer.Typer(no_args_is_help=True, help="List channels; take one out of routing or put it back.")
+channels_app = typer.Typer(
+    no_args_is_help=True, help="List channels; take one out of routing or put it back; health-check them."
+)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(channels_app, name="channels")
 
@@ -475,6 +486,48 @@ def channels_disable(
 ) -> None:
     """Take a channel out of routing; running gateways stop using it within a second."""
     _set_channel(channel, False, reason, config)
+
+
+@channels_app.command("test")
+def channels_test(
+    channel: Annotated[str | None, typer.Argument(help="Channel name or id (default: every enabled channel).")] = None,
+    config: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Send a minimal request to every model (and with every key) of a channel; show each result and latency, and
+    record them (admin API: ``/channels/{id}/checks``). Exits 1 if any check failed."""
+    from omnirelay.gateway import Gateway
+
+    settings = settings_from(config)
+
+    async def run() -> tuple[list[Any], dict[int, str]]:
+        gateway = Gateway(settings)
+        await gateway.start()
+        try:
+            results = await gateway.check_channels(channel)
+            return results, {c.id: c.name for c in gateway.snapshot.channels}
+        finally:
+            await gateway.stop()
+
+    try:
+        results, names = asyncio.run(run())
+    except LookupError:
+        _fail(f"no channel '{channel}'")
+    except ValueError as exc:  # no master key for a shared database
+        _fail(str(exc))
+    if not results:
+        typer.echo("nothing to check (no enabled channel, or every key disabled)")
+        return
+    typer.echo(f"{'channel':<20} {'model':<28} {'key':<12} {'result':<20} {'latency':>8}")
+    for result in results:
+        outcome = "ok" if result.ok else f"{result.error_code} {result.status_code or ''}".strip()
+        typer.echo(
+            f"{names.get(result.channel_id, result.channel_id)!s:<20} {result.model:<28} {result.key_id or '-':<12} "
+            f"{outcome:<20} {result.latency_ms:>6}ms"
+        )
+        if not result.ok and result.message:
+            typer.echo(f"    {result.message}")
+    if not all(result.ok for result in results):
+        raise typer.Exit(1)
 
 
 @channels_app.command("enable")

@@ -28,13 +28,46 @@ class ChannelConfig(BaseModel):
     weight: int = Field(default=1, ge=0)
     enabled: bool = True
     timeout_s: float = Field(default=600.0, gt=0)
+    """Total: from sending the request to the last byte of the answer."""
     connect_timeout_s: float = Field(default=10.0, gt=0)
+    first_byte_timeout_s: float | None = Field(default=None, gt=0)
+    """Until the response headers and, for a stream, its first chunk; a channel that stays silent this long is
+    abandoned for the next one. Vendors send a non-stream answer's headers only once it is complete, so keep this
+    above the longest non-stream generation. None: ``timeout_s``."""
+    idle_timeout_s: float | None = Field(default=None, gt=0)
+    """Streams: the longest silence between two chunks once the first arrived. None: ``timeout_s``."""
     headers: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("api_keys")
     @classmethod
     def _drop_empty(cls, keys: list[str]) -> list[str]:
         return [k for k in keys if k]
+
+
+class BreakerConfig(BaseModel):
+    """Circuit breakers, one per channel and one per upstream key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    failure_threshold: int = Field(default=5, ge=1)
+    """Consecutive failures that open a breaker..."""
+    error_rate: float = Field(default=0.5, gt=0, le=1)
+    """...or this share of failed calls within ``window_s``..."""
+    min_calls: int = Field(default=20, ge=1)
+    """...once the window holds at least this many calls."""
+    window_s: float = Field(default=60.0, gt=0)
+    open_s: float = Field(default=30.0, gt=0)
+    """How long an open breaker turns calls away before one probe may go through (half-open)."""
+    max_open_s: float = Field(default=300.0, gt=0)
+    """Each failed probe doubles the open time, up to this."""
+    probe_timeout_s: float = Field(default=60.0, gt=0)
+    """A probe that reports nothing within this long (its client left) lets another probe go."""
+    rate_limit_cooldown_s: float = Field(default=1.0, ge=0)
+    """How long a key answered 429 without a ``Retry-After`` is set aside."""
+    fail_fast: bool = False
+    """When every candidate of a call is open or cooling down: refuse at once (503, or 429 when they are rate
+    limited, with ``Retry-After``) instead of trying the one that recovers soonest."""
 
 
 class KeyConfig(BaseModel):
@@ -72,6 +105,18 @@ class Settings(BaseModel):
     """How long a budget reservation outlives an instance that died holding it."""
     hold_sweep_s: float = 30.0
     """How often each instance releases budget reservations whose lease expired (their instance died)."""
+    max_attempts: int = Field(default=3, ge=1)
+    """Upstream attempts per call (the first plus failovers), all before any byte reached the client."""
+    request_deadline_s: float = Field(default=600.0, gt=0)
+    """No attempt starts, and none waits for its first byte, later than this after the call arrived."""
+    breaker: BreakerConfig = Field(default_factory=BreakerConfig)
+    auto_disable_after: int = Field(default=2, ge=0)
+    """Consecutive permanent errors (invalid key, no credit, account deactivated) that disable an upstream key;
+    0 never disables."""
+    health_check_interval_s: float | None = Field(default=None, gt=0)
+    """Check every enabled channel this often (a minimal request per model); None: only on demand."""
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
+    """``serve``: after SIGTERM, how long in-flight calls and streams may take to finish."""
     """Safety net: reload keys and channels this often even if no invalidation message arrived."""
 
 

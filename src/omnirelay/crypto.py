@@ -20,6 +20,12 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def upstream_key_id(key: str) -> str:
+    """A stable public name for a channel's upstream key (12 hex digits of its sha256): how the admin API, the
+    database and the circuit breakers refer to it without holding the secret."""
+    return hash_key(key)[:12]
+
+
 def display_prefix(key: str) -> str:
     """What the console may show of a key: enough to recognise it, too little to use it."""
     return key[:10]

@@ -24,11 +24,15 @@ from omnirelay.crypto import SecretBox, hash_key, load_or_create_master_key
 from omnirelay.errors import ErrorCode, GatewayError
 from omnirelay.limits import create_limiter
 from omnirelay.providers.upstream import create_session
-from omnirelay.routing.registry import ChannelRegistry
+from omnirelay.routing.breaker import BreakerBoard, BreakerPolicy, SharedBreakers
+from omnirelay.routing.health import CheckResult, HealthChecker
+from omnirelay.routing.policy import RoutingPolicy
+from omnirelay.routing.registry import Candidate, ChannelRegistry
+from omnirelay.routing.router import Router
 from omnirelay.store import repo
 from omnirelay.store.admin_repo import load_price_overrides
 from omnirelay.store.db import bootstrap_lock, create_engine, migrate, sessionmaker
-from omnirelay.store.snapshot import KeyRecord, Snapshot, load_snapshot
+from omnirelay.store.snapshot import ChannelRecord, KeyRecord, Snapshot, load_snapshot
 from omnirelay.store.writer import BatchWriter
 
 log = structlog.get_logger(__name__)
@@ -56,11 +60,23 @@ class Gateway:
         self.prices = PriceTable(settings.prices)
         self.billing = Billing(self.limiter, self.prices, hold_lease_s=settings.hold_lease_s)
         self.snapshot = Snapshot(keys_by_hash={}, channels=())
-        self.registry = ChannelRegistry(())
+        self.board = BreakerBoard(BreakerPolicy.from_config(settings.breaker))
+        self.router = Router(RoutingPolicy.from_settings(settings), self.board, on_permanent=self._disable_upstream_key)
+        self.shared_breakers = (
+            SharedBreakers(self.board, self.limiter, lambda: self.registry.targets()) if settings.redis_url else None
+        )
+        self.health = HealthChecker(self.router, lambda: self.http, self._record_checks)
         self._http: aiohttp.ClientSession | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._checker: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._pending_disables: set[str] = set()
         self._version = -1
+
+    @property
+    def registry(self) -> ChannelRegistry:
+        return self.router.registry
 
     @property
     def http(self) -> aiohttp.ClientSession:
@@ -81,15 +97,28 @@ class Gateway:
         self.writer.start()
         self._refresher = asyncio.create_task(self._refresh_periodically(), name="cache-refresh")
         self._sweeper = asyncio.create_task(self._sweep_holds(), name="hold-sweeper")
+        if self.shared_breakers is not None:
+            self.shared_breakers.start()
+        interval = self.settings.health_check_interval_s
+        if interval is not None:
+            self._checker = asyncio.create_task(
+                self.health.run_periodically(interval, self._enabled_channels), name="health-checks"
+            )
 
     async def stop(self, drain: Callable[[], Awaitable[None]] | None = None) -> None:
-        for task in (self._refresher, self._sweeper):
+        """After the server stopped taking calls and let the running ones finish: settle what is left, flush the
+        usage rows and ledger entries, close the shared clients."""
+        for task in (self._refresher, self._sweeper, self._checker):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         if drain is not None:
             await drain()
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self.shared_breakers is not None:
+            await self.shared_breakers.stop()
         await self.writer.close()
         await self.limiter.close()
         if self._http is not None:
@@ -104,7 +133,8 @@ class Gateway:
             overrides = await load_price_overrides(session)
         await self.billing.seed(snapshot.keys_by_hash.values())
         self.snapshot = snapshot
-        self.registry = ChannelRegistry(snapshot.channels)
+        self.router.registry = ChannelRegistry(snapshot.channels)
+        self.board.keep_disabled(self._pending_disables)
         self._apply_prices(overrides)
         self._version = version
 
@@ -118,6 +148,47 @@ class Gateway:
                 log.error("price_override_invalid", model=model, error=str(exc))
         self.prices = table
         self.billing.prices = table
+
+    # --- routing: permanent upstream failures, health checks ---------------------------------------------------
+
+    def _disable_upstream_key(self, candidate: Candidate, err: GatewayError, reason: str) -> None:
+        """The router gave up on a key: persist it (every instance drops the key within a second). A channel
+        configured without keys is disabled as a whole."""
+        self._pending_disables.add(candidate.key.target)
+        task = asyncio.get_running_loop().create_task(self._persist_disable(candidate, err, reason))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _persist_disable(self, candidate: Candidate, err: GatewayError, reason: str) -> None:
+        channel = candidate.channel
+        try:
+            async with self.sessions.begin() as session:
+                if candidate.key.secret:
+                    await repo.disable_upstream_key(session, channel.id, candidate.key.id, reason, err.code.name)
+                else:
+                    await repo.disable_channel(session, channel.id, reason)
+            await self.reload()
+        except Exception as exc:  # the database is away: the key stays blocked here until the next reload
+            log.error("upstream_key_disable_failed", channel=channel.name, error=type(exc).__name__)
+        finally:
+            self._pending_disables.discard(candidate.key.target)
+
+    def _enabled_channels(self) -> list[ChannelRecord]:
+        return [channel for channel in self.snapshot.channels if channel.routable]
+
+    async def check_channels(self, name_or_id: str | int | None = None) -> list[CheckResult]:
+        """Health-check one channel (by name or id, whatever its state) or every enabled one."""
+        if name_or_id is None:
+            channels = self._enabled_channels()
+        else:
+            channels = [c for c in self.snapshot.channels if name_or_id in (c.id, c.name, str(c.id))]
+            if not channels:
+                raise LookupError(f"no channel '{name_or_id}'")
+        return await self.health.check(channels)
+
+    async def _record_checks(self, results: list[CheckResult]) -> None:
+        async with self.sessions.begin() as session:
+            await repo.record_channel_checks(session, [result.row() for result in results])
 
     async def _sweep_holds(self) -> None:
         """Release reservations whose call died with its instance (their lease ran out)."""

@@ -21,6 +21,7 @@ import csv
 import dataclasses
 import hmac
 import io
+import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -44,6 +45,7 @@ from omnirelay.api.admin_models import (
     AdjustmentIn,
     AggregateOut,
     AggregateRowOut,
+    ChannelCheckOut,
     ChannelIn,
     ChannelOut,
     ChannelPatch,
@@ -68,7 +70,9 @@ from omnirelay.api.admin_models import (
 )
 from omnirelay.billing.money import usd_to_micros
 from omnirelay.billing.prices import PriceTable, price_from_spec, price_to_spec
+from omnirelay.crypto import upstream_key_id
 from omnirelay.gateway import Gateway
+from omnirelay.routing.registry import channel_target, key_target
 from omnirelay.store import admin_repo, repo
 from omnirelay.store.models import Account, ApiKey, Channel, Group
 from omnirelay.store.snapshot import KeyRecord
@@ -455,15 +459,39 @@ def _keys(store: Store) -> APIRouter:
 # --- channels -------------------------------------------------------------------------------------------------
 
 
-def _channel_out(store: Store, row: Channel) -> ChannelOut:
+def _channel_keys(store: Store, row: Channel) -> list[str] | None:
     try:
-        keys: list[str] | None = store.gateway.box.open(row.api_keys_encrypted)
+        return store.gateway.box.open(row.api_keys_encrypted)
     except ValueError:  # the master key changed: say so rather than fail the whole list
-        keys = None
-    return ChannelOut.from_row(row, keys)
+        return None
 
 
-_CHANNEL_SETTINGS = ("timeout_s", "connect_timeout_s", "headers")
+async def _channel_outs(store: Store, rows: list[Channel]) -> list[ChannelOut]:
+    """With each key's state (from the database) and the channel's breaker (this instance's)."""
+    async with store.read() as session:
+        disabled = await admin_repo.disabled_keys(session, [row.id for row in rows])
+    board, now = store.gateway.board, time.time()
+    return [
+        ChannelOut.from_row(
+            row, _channel_keys(store, row), disabled.get(row.id), board.state_of(channel_target(row.id), now).state
+        )
+        for row in rows
+    ]
+
+
+async def _channel_out(store: Store, row: Channel) -> ChannelOut:
+    return (await _channel_outs(store, [row]))[0]
+
+
+def _channel_key(store: Store, row: Channel, key_id: str) -> str:
+    """Check that ``key_id`` names one of the channel's upstream keys."""
+    keys = _channel_keys(store, row) or []
+    if key_id not in {upstream_key_id(key) for key in keys}:
+        raise not_found(f"key of channel {row.id} with id", key_id)
+    return key_id
+
+
+_CHANNEL_SETTINGS = ("timeout_s", "connect_timeout_s", "first_byte_timeout_s", "idle_timeout_s", "headers")
 
 
 def _channel_columns(body: ChannelPatch, current: dict[str, object]) -> dict[str, Any]:
@@ -487,7 +515,7 @@ def _channels(store: Store) -> APIRouter:
     async def list_channels() -> list[ChannelOut]:
         async with store.read() as session:
             rows = await admin_repo.list_channels(session)
-        return [_channel_out(store, r) for r in rows]
+        return await _channel_outs(store, rows)
 
     @router.post("", status_code=201, summary="Create a channel")
     async def create_channel(body: ChannelIn) -> ChannelOut:
@@ -497,12 +525,13 @@ def _channels(store: Store) -> APIRouter:
             columns = body.model_dump(exclude={"api_keys", *_CHANNEL_SETTINGS})
             columns["settings"] = body.model_dump(include=set(_CHANNEL_SETTINGS))
             row = await admin_repo.create_channel(session, store.gateway.box, body.api_keys, **columns)
-        return _channel_out(store, row)
+        return await _channel_out(store, row)
 
     @router.get("/{channel_id}", summary="One channel")
     async def get_channel(channel_id: int) -> ChannelOut:
         async with store.read() as session:
-            return _channel_out(store, await _get(session, Channel, channel_id))
+            row = await _get(session, Channel, channel_id)
+        return await _channel_out(store, row)
 
     @router.patch("/{channel_id}", summary="Change a channel; api_keys replaces its keys")
     async def patch_channel(channel_id: int, body: ChannelPatch) -> ChannelOut:
@@ -517,21 +546,22 @@ def _channels(store: Store) -> APIRouter:
             if body.api_keys is not None:
                 columns["api_keys_encrypted"] = store.gateway.box.seal(body.api_keys)
             await admin_repo.update_row(session, row, columns)
-        return _channel_out(store, row)
+        return await _channel_out(store, row)
 
     @router.post("/{channel_id}/disable", summary="Take a channel out of routing")
     async def disable_channel(channel_id: int, body: DisableIn | None = None) -> ChannelOut:
         async with store.write() as session:
             row = await _get(session, Channel, channel_id)
             await admin_repo.set_channel_enabled(session, row, False, body.reason if body else None)
-        return _channel_out(store, row)
+        return await _channel_out(store, row)
 
     @router.post("/{channel_id}/enable", summary="Put a channel back into routing")
     async def enable_channel(channel_id: int) -> ChannelOut:
         async with store.write() as session:
             row = await _get(session, Channel, channel_id)
             await admin_repo.set_channel_enabled(session, row, True, None)
-        return _channel_out(store, row)
+        store.gateway.board.reset(channel_target(row.id))
+        return await _channel_out(store, row)
 
     @router.delete("/{channel_id}", status_code=204, summary="Delete a channel")
     async def delete_channel(channel_id: int) -> Response:
@@ -541,6 +571,43 @@ def _channels(store: Store) -> APIRouter:
                 raise _owned_by_config(row, "delete")
             await admin_repo.delete_channel(session, row)
         return Response(status_code=204)
+
+    @router.post("/{channel_id}/keys/{key_id}/disable", summary="Take one upstream key of a channel out of routing")
+    async def disable_channel_key(channel_id: int, key_id: str, body: DisableIn | None = None) -> ChannelOut:
+        async with store.write() as session:
+            row = await _get(session, Channel, channel_id)
+            _channel_key(store, row, key_id)
+            reason = (body.reason if body else None) or "disabled by an admin"
+            if not await repo.disable_upstream_key(session, row.id, key_id, reason, None):
+                raise conflict(f"key {key_id} of channel {channel_id} is disabled already")
+        return await _channel_out(store, row)
+
+    @router.post("/{channel_id}/keys/{key_id}/enable", summary="Put a disabled upstream key back into routing")
+    async def enable_channel_key(channel_id: int, key_id: str) -> ChannelOut:
+        async with store.write() as session:
+            row = await _get(session, Channel, channel_id)
+            _channel_key(store, row, key_id)
+            if not await admin_repo.enable_upstream_key(session, row.id, key_id):
+                raise conflict(f"key {key_id} of channel {channel_id} is not disabled")
+        store.gateway.board.reset(key_target(row.id, key_id))
+        return await _channel_out(store, row)
+
+    @router.post("/{channel_id}/test", summary="Health-check a channel now: a minimal request per model and key")
+    async def test_channel(channel_id: int) -> list[ChannelCheckOut]:
+        async with store.read() as session:
+            await _get(session, Channel, channel_id)
+        try:
+            results = await store.gateway.check_channels(channel_id)
+        except LookupError:  # created a moment ago on another instance: not in this one's snapshot yet
+            raise not_found("channel", channel_id) from None
+        return [ChannelCheckOut.from_row(result) for result in results]
+
+    @router.get("/{channel_id}/checks", summary="The channel's latest health checks, newest first")
+    async def channel_checks(channel_id: int, limit: Limit = 50) -> list[ChannelCheckOut]:
+        async with store.read() as session:
+            await _get(session, Channel, channel_id)
+            rows = await admin_repo.recent_checks(session, channel_id, limit)
+        return [ChannelCheckOut.from_row(row) for row in rows]
 
     return router
 

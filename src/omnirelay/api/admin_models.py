@@ -13,13 +13,23 @@ from decimal import Decimal
 from typing import Annotated, Any, Generic, TypeVar
 from urllib.parse import urlparse
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from omnirelay.api.account import iso, usd
-from omnirelay.crypto import mask_secret
+from omnirelay.crypto import mask_secret, upstream_key_id
 from omnirelay.providers.kinds import CHANNEL_KINDS
+from omnirelay.routing.health import CheckResult
 from omnirelay.store.admin_repo import AggregateRow, current_month, month_spend, utc
-from omnirelay.store.models import Account, ApiKey, Channel, LedgerEntry, RedemptionCode, UsageLog
+from omnirelay.store.models import (
+    Account,
+    ApiKey,
+    Channel,
+    ChannelCheck,
+    DisabledUpstreamKey,
+    LedgerEntry,
+    RedemptionCode,
+    UsageLog,
+)
 
 T = TypeVar("T")
 
@@ -48,6 +58,10 @@ def _not_zero(value: Decimal) -> Decimal:
 
 def _seconds(value: object, default: float) -> float:
     return float(value) if isinstance(value, int | float) else default
+
+
+def _optional_seconds(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _channel_type(value: str) -> str:
@@ -189,8 +203,12 @@ class ChannelIn(Input):
     priority: int = Field(0, description="Lower tiers are tried first.")
     weight: Count = 1
     enabled: bool = True
-    timeout_s: Seconds = 600.0
+    timeout_s: Seconds = Field(600.0, description="Total, from sending the request to the answer's last byte.")
     connect_timeout_s: Seconds = 10.0
+    first_byte_timeout_s: Seconds | None = Field(
+        None, description="Until the headers and a stream's first chunk; then the next channel is tried."
+    )
+    idle_timeout_s: Seconds | None = Field(None, description="Longest silence between two chunks of a stream.")
     headers: dict[str, str] = Field(default_factory=dict)
 
 
@@ -205,12 +223,17 @@ class ChannelPatch(Input):
     weight: Count | None = None
     timeout_s: Seconds | None = None
     connect_timeout_s: Seconds | None = None
+    first_byte_timeout_s: Seconds | None = Field(None, description="null: back to timeout_s.")
+    idle_timeout_s: Seconds | None = Field(None, description="null: back to timeout_s.")
     headers: dict[str, str] | None = None
 
     @field_validator("*")
     @classmethod
-    def not_null(cls, value: object) -> object:
-        return _reject_null(value)
+    def not_null(cls, value: object, info: ValidationInfo) -> object:
+        return value if info.field_name in NULLABLE_CHANNEL_FIELDS else _reject_null(value)
+
+
+NULLABLE_CHANNEL_FIELDS = frozenset({"first_byte_timeout_s", "idle_timeout_s"})
 
 
 class DisableIn(Input):
@@ -364,6 +387,15 @@ class NewKeyOut(KeyOut):
     key: str = Field(description="The full key: shown this once, stored only as a hash.")
 
 
+class ChannelKeyOut(BaseModel):
+    id: str = Field(description="A hash prefix naming the key in these routes; the key itself is never shown.")
+    masked: str
+    enabled: bool
+    disabled_reason: str | None
+    disabled_code: str | None = Field(description="The error that disabled it; null when an admin did.")
+    disabled_at: str | None
+
+
 class ChannelOut(BaseModel):
     id: int
     name: str
@@ -378,16 +410,29 @@ class ChannelOut(BaseModel):
     from_config: bool
     timeout_s: float
     connect_timeout_s: float
+    first_byte_timeout_s: float | None
+    idle_timeout_s: float | None
     header_names: list[str] = Field(description="Extra upstream headers (values hidden).")
     key_count: int | None = Field(description="null when the keys cannot be decrypted (master key changed).")
     keys_masked: list[str] | None
+    keys: list[ChannelKeyOut] | None = Field(description="Each upstream key's state, in the channel's order.")
+    active_key_count: int | None = Field(description="Keys routing may use; a channel with 0 of >0 serves nothing.")
+    breaker: str = Field(description="This instance's breaker: closed, open, half_open, cooling or disabled.")
     created_at: str | None
 
     @classmethod
-    def from_row(cls, row: Channel, keys: list[str] | None) -> ChannelOut:
-        """``keys``: the decrypted upstream keys, only counted and masked here (None: undecryptable)."""
+    def from_row(
+        cls,
+        row: Channel,
+        keys: list[str] | None,
+        disabled: dict[str, DisabledUpstreamKey] | None = None,
+        breaker: str = "closed",
+    ) -> ChannelOut:
+        """``keys``: the decrypted upstream keys, only counted and masked here (None: undecryptable);
+        ``disabled``: the channel's disabled keys by key id."""
         options = row.settings or {}
         headers = options.get("headers")
+        states = None if keys is None else [_key_out(k, (disabled or {}).get(upstream_key_id(k))) for k in keys]
         return cls(
             id=row.id,
             name=row.name,
@@ -402,10 +447,52 @@ class ChannelOut(BaseModel):
             from_config=row.from_config,
             timeout_s=_seconds(options.get("timeout_s"), 600.0),
             connect_timeout_s=_seconds(options.get("connect_timeout_s"), 10.0),
+            first_byte_timeout_s=_optional_seconds(options.get("first_byte_timeout_s")),
+            idle_timeout_s=_optional_seconds(options.get("idle_timeout_s")),
             header_names=sorted(headers) if isinstance(headers, dict) else [],
             key_count=None if keys is None else len(keys),
             keys_masked=None if keys is None else [mask_secret(k) for k in keys],
+            keys=states,
+            active_key_count=None if states is None else sum(1 for k in states if k.enabled),
+            breaker=breaker,
             created_at=iso(row.created_at),
+        )
+
+
+def _key_out(key: str, disabled: DisabledUpstreamKey | None) -> ChannelKeyOut:
+    return ChannelKeyOut(
+        id=upstream_key_id(key),
+        masked=mask_secret(key),
+        enabled=disabled is None,
+        disabled_reason=disabled.reason if disabled is not None else None,
+        disabled_code=disabled.error_code if disabled is not None else None,
+        disabled_at=iso(disabled.disabled_at) if disabled is not None else None,
+    )
+
+
+class ChannelCheckOut(BaseModel):
+    channel_id: int
+    model: str
+    key_id: str | None
+    ok: bool
+    status_code: int | None = Field(description="The upstream's HTTP status; null when it never answered.")
+    error_code: str | None
+    message: str | None
+    latency_ms: int
+    checked_at: str | None
+
+    @classmethod
+    def from_row(cls, row: ChannelCheck | CheckResult) -> ChannelCheckOut:
+        return cls(
+            channel_id=row.channel_id,
+            model=row.model,
+            key_id=row.key_id,
+            ok=row.ok,
+            status_code=row.status_code,
+            error_code=row.error_code,
+            message=row.message,
+            latency_ms=row.latency_ms,
+            checked_at=iso(row.checked_at),
         )
 
 

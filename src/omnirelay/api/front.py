@@ -3,9 +3,12 @@
 The relay routes are few and fixed, so an exact (method, path) lookup (plus the Gemini ``/models/{model}:method``
 prefixes) replaces Starlette's route scan and middleware stack on the hot path. Streams are written here too:
 Starlette's ``StreamingResponse`` runs an anyio task group per response to watch for a disconnect, which costs
-more than the relay itself on short streams; one ``receive()`` future checked between chunks does the same job.
-A client that goes away closes the relay's generator, which releases the upstream connection and bills what was
-produced.
+more than the relay itself on short streams; one ``receive()`` future does the same job.
+
+Once the request body has been read, that future waits for the client's disconnect (``DisconnectWatch``). If the
+client leaves while the call is waiting on its upstream (for a whole answer, or between two chunks of a stream),
+the task serving it is cancelled at once: the relay closes the upstream connection, so no generation runs on for
+nobody, and bills what was produced. That cancellation is ours, so it ends here, quietly.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from omnirelay.api.errors import error_response
 from omnirelay.errors import ErrorCode, GatewayError
@@ -57,31 +60,82 @@ class RelayFront:
         if handler is None:
             await self.app(scope, receive, send)
             return
+        task = asyncio.current_task()
+        assert task is not None
+        watch = DisconnectWatch(receive, task)
         try:
-            response = await handler(Request(scope, receive))
-        except Exception:  # a bug: a clean 500, never a stack trace
-            response = error_response("openai", GatewayError(ErrorCode.internal, "The gateway hit an internal error."))
-        if isinstance(response, StreamingResponse):
-            await stream_out(response, receive, send)
-        else:
-            await response(scope, receive, send)
+            try:
+                response = await handler(Request(scope, watch.receive))
+            except Exception:  # a bug: a clean 500, never a stack trace
+                response = error_response(
+                    "openai", GatewayError(ErrorCode.internal, "The gateway hit an internal error.")
+                )
+            if isinstance(response, StreamingResponse):
+                await stream_out(response, watch, send)
+            else:
+                watch.disarm()
+                await response(scope, receive, send)
+        except asyncio.CancelledError:
+            if watch.fired and task.uncancel() == 0:
+                return  # the client left: nobody to answer
+            raise
+        finally:
+            watch.close()
 
 
-async def stream_out(response: StreamingResponse, receive: Receive, send: Send) -> None:
+class DisconnectWatch:
+    """Wraps ``receive``: after the last chunk of the request body, one future waits for the disconnect and, while
+    armed, cancels the serving task when it comes."""
+
+    __slots__ = ("_armed", "_receive", "_task", "fired", "future")
+
+    def __init__(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+        self._receive = receive
+        self._task = task
+        self._armed = True
+        self.fired = False
+        self.future: asyncio.Future[Message] | None = None
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request" and not message.get("more_body", False) and self.future is None:
+            # The body is complete, so the next message can only be the disconnect (or the server noting that
+            # the response completed, which comes after ``disarm``).
+            self.future = asyncio.ensure_future(self._receive())
+            self.future.add_done_callback(self._on_message)
+        return message
+
+    def _on_message(self, future: asyncio.Future[Message]) -> None:
+        if self._armed and not future.cancelled() and future.exception() is None:
+            self.fired = True
+            self._task.cancel()
+
+    @property
+    def disconnected(self) -> bool:
+        return self.future is not None and self.future.done()
+
+    def disarm(self) -> None:
+        self._armed = False
+
+    def close(self) -> None:
+        self._armed = False
+        if self.future is not None:
+            self.future.cancel()
+
+
+async def stream_out(response: StreamingResponse, watch: DisconnectWatch, send: Send) -> None:
     await send({"type": "http.response.start", "status": response.status_code, "headers": response.raw_headers})
-    # The request body was read in full, so the next message can only be the disconnect (or the server noting
-    # that the response completed).
-    disconnected = asyncio.ensure_future(receive())
     chunks = response.body_iterator
     try:
         async for chunk in chunks:
-            if disconnected.done():
+            if watch.disconnected:
                 break
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         else:
+            watch.disarm()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
     finally:
-        disconnected.cancel()
+        watch.disarm()
         close = getattr(chunks, "aclose", None)
         if close is not None:
             await close()

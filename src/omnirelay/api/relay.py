@@ -23,9 +23,9 @@ from starlette.responses import Response, StreamingResponse
 
 from omnirelay.api.admission import Admission, Ticket
 from omnirelay.billing import tokens
-from omnirelay.errors import ErrorCode, GatewayError
+from omnirelay.errors import Blame, ErrorCode, GatewayError
 from omnirelay.formats.anthropic_messages import anthropic_usage_to_ir
-from omnirelay.formats.errors import error_event, upstream_error
+from omnirelay.formats.errors import error_event
 from omnirelay.formats.gemini import gemini_usage_to_ir
 from omnirelay.formats.ir import InvalidRequest as TranslationInvalid
 from omnirelay.formats.ir import NeedsFetch, TranslationError, UnsupportedField
@@ -41,15 +41,20 @@ from omnirelay.formats.translate import (
 from omnirelay.formats.usage import Usage
 from omnirelay.gateway import Gateway
 from omnirelay.providers.kinds import CHANNEL_KINDS, WireFormat
-from omnirelay.providers.upstream import open_upstream
+from omnirelay.providers.upstream import (
+    StreamWatchdog,
+    classify_answer,
+    first_chunk,
+    open_upstream,
+    read_answer,
+    read_error_body,
+)
 from omnirelay.providers.wire import upstream_path
-from omnirelay.routing.registry import Candidate
+from omnirelay.routing.registry import Candidate, RoutePlan
 from omnirelay.store.snapshot import KeyRecord
 
 log = structlog.get_logger(__name__)
 
-MAX_ATTEMPTS = 3
-ERROR_BODY_LIMIT = 64 * 1024
 
 # Where each format keeps usage in a whole (non-stream) response body.
 USAGE_FIELDS: dict[WireFormat, tuple[str, Any]] = {
@@ -106,6 +111,8 @@ class Call:
     prompt_tokens: int | None = None
     upstream_seconds: float = 0.0
     first_token_at: float | None = None
+    finished: bool = False
+    """Set by ``Relay._finish``: a call is settled and logged once, however many attempts it took."""
 
     def overhead_ms(self, now: float | None = None) -> float:
         end = now if now is not None else time.perf_counter()
@@ -130,14 +137,14 @@ class Relay:
         self.admission = Admission(gateway.billing, gateway.limiter)
 
     async def handle(self, call: Call) -> Response:
-        candidates = self.gateway.registry.candidates(call.model)
+        plan = self.gateway.router.plan(call.model)
         try:
             call.ticket = await self.admission.admit(
                 request_id=call.request_id,
                 key=call.key,
                 surface=call.surface,
                 model=call.model,
-                upstream_model=candidates[0].upstream_model if candidates else None,
+                upstream_model=plan.primary_upstream_model,
                 body=call.body,
                 prompt_tokens=lambda: self._prompt_tokens(call),
             )
@@ -145,25 +152,49 @@ class Relay:
             self._finish(call, Usage(), err.status, err.code.name)
             raise
         try:
-            return await self._try_candidates(call, candidates)
+            return await self._try_candidates(call, plan)
         except GatewayError as err:
             err.headers.update(call.ticket.headers)
             raise
 
-    async def _try_candidates(self, call: Call, candidates: list[Candidate]) -> Response:
+    async def _try_candidates(self, call: Call, plan: RoutePlan) -> Response:
+        """Attempts in the plan's order until one answers, or a failure the next candidate cannot help with, or
+        ``max_attempts``, or the deadline. Only failures before the first byte reach this loop, so the call is
+        billed once, for the attempt that answered (or for nothing)."""
+        router = self.gateway.router
+        policy = router.policy
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + policy.deadline_s - (time.perf_counter() - call.started)
         last_error: GatewayError | None = None
-        for candidate in candidates[:MAX_ATTEMPTS]:
-            call.candidate = candidate
-            try:
-                return await self._attempt(call, candidate)
-            except GatewayError as err:
-                last_error = err
-                if not err.retryable:
+        unfit: GatewayError | None = None
+        blame: Blame | None = None
+        attempts = 0
+        try:
+            while attempts < policy.max_attempts and (not attempts or loop.time() < deadline):
+                candidate = plan.next(blame)
+                if candidate is None:
                     break
-                log.info(
-                    "upstream_failover", channel=candidate.channel.name, code=err.code.name, request=call.request_id
-                )
-        error = last_error or GatewayError(ErrorCode.no_channel, f"No channel is available for '{call.model}'.")
+                try:
+                    prepared = self._prepare(call, candidate)
+                except GatewayError as err:  # this channel's format cannot carry the call; another one may
+                    unfit, blame = unfit or err, Blame.channel
+                    continue
+                attempts += 1
+                call.candidate = candidate
+                try:
+                    return await self._attempt(call, candidate, prepared, deadline)
+                except GatewayError as err:
+                    router.failed(candidate, err)
+                    last_error, blame = err, err.code.spec.blame
+                    if not err.retryable:
+                        break
+                    log.info(
+                        "upstream_failover", channel=candidate.channel.name, code=err.code.name, request=call.request_id
+                    )
+        except asyncio.CancelledError:  # the client left (or the server gave up on the call) before an answer
+            self._finish(call, Usage(), 499, "client_disconnected")
+            raise
+        error = last_error or unfit or plan.unavailable()
         self._finish(call, Usage(), error.status, error.code.name)
         raise error
 
@@ -212,35 +243,45 @@ class Relay:
         path = upstream_path(upstream_format, "chat", translated.model, translated.stream)
         return Prepared(path, translated.body, upstream_format, context=translated.context)
 
-    async def _attempt(self, call: Call, candidate: Candidate) -> Response:
-        prepared = self._prepare(call, candidate)
+    async def _attempt(self, call: Call, candidate: Candidate, prepared: Prepared, deadline: float) -> Response:
+        """One upstream call. Returns once the answer can go to the client: a whole body, or a stream whose first
+        chunk arrived (so a channel that answers headers and then nothing still fails over)."""
         sent = time.perf_counter()
+        sent_at = asyncio.get_running_loop().time()
         forward = call.forward_headers if prepared.context is None else None
         response = await open_upstream(
-            self.gateway.http, candidate, prepared.path, prepared.body, extra_headers=forward or None
+            self.gateway.http, candidate, prepared.path, prepared.body, extra_headers=forward or None, deadline=deadline
         )
-        call.upstream_seconds += time.perf_counter() - sent
         if response.status >= 400:
+            call.upstream_seconds += time.perf_counter() - sent
             raise await self._upstream_error(call, candidate, prepared, response)
-        if call.stream:
-            tap: StreamTap
-            if prepared.context is not None:
-                tap = StreamTranslator(prepared.context)
-            elif prepared.upstream_format == "openai":
-                tap = OpenAIPassthroughStream(prepared.hide_usage)
-            else:
-                tap = ObservedStream(prepared.upstream_format)
-            return self._stream(call, response, tap)
-        return await self._complete(call, prepared, response)
-
-    async def _complete(self, call: Call, prepared: Prepared, response: aiohttp.ClientResponse) -> Response:
-        reading = time.perf_counter()
-        try:
-            payload = await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise GatewayError(ErrorCode.upstream_error, "The upstream response was cut short.") from exc
-        finally:
+        if not call.stream:
+            call.upstream_seconds += time.perf_counter() - sent
+            return await self._complete(call, candidate, prepared, response, sent_at)
+        watchdog = StreamWatchdog(response, candidate.channel, sent_at)
+        first = await first_chunk(response, watchdog, candidate.channel)
+        call.upstream_seconds += time.perf_counter() - sent
+        if not first:
+            watchdog.stop()
             response.release()
+            raise GatewayError(
+                ErrorCode.upstream_error, f"upstream channel '{candidate.channel.name}' sent an empty stream"
+            )
+        self.gateway.router.succeeded(candidate)
+        tap: StreamTap
+        if prepared.context is not None:
+            tap = StreamTranslator(prepared.context)
+        elif prepared.upstream_format == "openai":
+            tap = OpenAIPassthroughStream(prepared.hide_usage)
+        else:
+            tap = ObservedStream(prepared.upstream_format)
+        return self._stream(call, candidate, response, tap, watchdog, first)
+
+    async def _complete(
+        self, call: Call, candidate: Candidate, prepared: Prepared, response: aiohttp.ClientResponse, sent_at: float
+    ) -> Response:
+        reading = time.perf_counter()
+        payload = await read_answer(response, candidate.channel, sent_at)
         call.upstream_seconds += time.perf_counter() - reading
         if prepared.context is not None:
             try:
@@ -253,6 +294,7 @@ class Relay:
             payload = orjson.dumps(render_response(prepared.context, answer))
         else:
             usage = self._usage_of_body(call, prepared.upstream_format, payload)
+        self.gateway.router.succeeded(candidate)
         headers = self._headers(call)
         self._finish(call, usage, 200, None)
         return Response(payload, status_code=200, headers=headers, media_type="application/json")
@@ -289,16 +331,41 @@ class Relay:
         completion = tokens.count_completion_text(call.model, text) if text else 0
         return Usage(input_tokens=self._prompt_tokens(call), output_tokens=completion, estimated=True)
 
-    def _stream(self, call: Call, response: aiohttp.ClientResponse, tap: StreamTap) -> Response:
+    def _stream(
+        self,
+        call: Call,
+        candidate: Candidate,
+        response: aiohttp.ClientResponse,
+        tap: StreamTap,
+        watchdog: StreamWatchdog,
+        first: bytes,
+    ) -> Response:
         headers = self._headers(call, **{"cache-control": "no-cache", "x-accel-buffering": "no"})
         media_type = "text/event-stream; charset=utf-8"
         if call.surface == "gemini" and not call.gemini_sse:
             media_type = "application/json; charset=utf-8"
-        return StreamingResponse(self._relay_stream(call, response, tap), headers=headers, media_type=media_type)
+        stream = self._relay_stream(call, candidate, response, tap, watchdog, first)
+        return StreamingResponse(stream, headers=headers, media_type=media_type)
 
-    async def _relay_stream(self, call: Call, response: aiohttp.ClientResponse, tap: StreamTap) -> AsyncIterator[bytes]:
+    async def _relay_stream(
+        self,
+        call: Call,
+        candidate: Candidate,
+        response: aiohttp.ClientResponse,
+        tap: StreamTap,
+        watchdog: StreamWatchdog,
+        first: bytes,
+    ) -> AsyncIterator[bytes]:
+        """Bytes reached the client from here on: a failure cannot fail over any more. It ends the stream with an
+        error event in the client's format and counts against the channel; the call is billed for what was
+        produced. A client that leaves closes the upstream connection at once."""
         status, error_code = 200, None
+        failure: GatewayError | None = None
         try:
+            out = tap.feed(first)
+            if out:
+                call.first_token_at = time.perf_counter()
+                yield out
             async for chunk in response.content.iter_any():
                 out = tap.feed(chunk)
                 if out:
@@ -310,44 +377,53 @@ class Relay:
                 yield tail
             if getattr(tap, "error", None) is not None:
                 status, error_code = 502, "upstream_stream_error"
+                failure = GatewayError(ErrorCode.upstream_error, "the upstream sent an error event")
             elif not tap.finished:
                 status, error_code = 502, "upstream_stream_cut"
-        except (aiohttp.ClientError, TimeoutError):
-            status, error_code = 502, "upstream_stream_broken"
+                failure = GatewayError(ErrorCode.upstream_error, "the upstream ended its stream early")
+        except (aiohttp.ClientError, OSError) as exc:
+            failure = watchdog.error(exc)
+            stalled = failure.code is ErrorCode.upstream_timeout
+            status, error_code = (504, "upstream_stream_stalled") if stalled else (502, "upstream_stream_broken")
             tail = tap.finish() if isinstance(tap, StreamTranslator) else b""
             yield tail or error_event(
                 call.surface,
-                "upstream_error",
-                "The upstream stream broke off before it finished.",
+                "upstream_timeout" if stalled else "upstream_error",
+                "The upstream stream stalled and was ended."
+                if stalled
+                else "The upstream stream broke off before it finished.",
                 gemini_sse=call.gemini_sse,
             )
         except (asyncio.CancelledError, GeneratorExit):
             status, error_code = 499, "client_disconnected"
+            response.close()  # at once: the upstream stops generating for nobody
             raise
         finally:
+            watchdog.stop()
             response.release()
+            if failure is not None:
+                self.gateway.router.failed(candidate, failure)
             usage = tap.usage if tap.usage is not None else self._estimate(call, tap.produced)
             self._finish(call, usage, status, error_code)
 
     async def _upstream_error(
         self, call: Call, candidate: Candidate, prepared: Prepared, response: aiohttp.ClientResponse
     ) -> GatewayError:
-        try:
-            raw = await response.content.read(ERROR_BODY_LIMIT)
-        except (aiohttp.ClientError, TimeoutError):
-            raw = b""
-        finally:
-            response.release()
-        code = ErrorCode.from_upstream_status(response.status)
+        raw = await read_error_body(response, candidate.channel)
+        code, parsed, retry_after = classify_answer(prepared.upstream_format, response.status, response.headers, raw)
         channel = candidate.channel.name
-        if response.status in (401, 403):
-            return GatewayError(code, f"Upstream channel '{channel}' rejected its credentials.")
-        parsed = upstream_error(prepared.upstream_format, response.status, raw)
+        if code is ErrorCode.upstream_auth or response.status in (401, 403):
+            return GatewayError(
+                code, f"Upstream channel '{channel}' rejected its credentials.", upstream_status=response.status
+            )
+        if code is ErrorCode.upstream_quota:
+            return GatewayError(
+                code, f"Upstream channel '{channel}' has no credit left.", upstream_status=response.status
+            )
         message = _scrub(parsed.message or f"Upstream channel '{channel}' answered HTTP {response.status}.", candidate)
-        retry_after = _retry_after(response.headers.get("retry-after")) or parsed.retry_after
         status = response.status if 400 <= response.status < 500 else None
-        if call.surface == "anthropic" and response.status == 529:
-            status = 529
+        if code is ErrorCode.overloaded and call.surface != "anthropic":
+            status = 503  # 529 is Anthropic's own; OpenAI and Google say overloaded with 503
         same_format = prepared.upstream_format == call.surface
         return GatewayError(
             code,
@@ -356,6 +432,7 @@ class Relay:
             status=status,
             retry_after=retry_after,
             type_override=parsed.vendor_type if same_format and call.surface == "openai" else None,
+            upstream_status=response.status,
         )
 
     def _headers(self, call: Call, **extra: str) -> dict[str, str]:
@@ -365,7 +442,10 @@ class Relay:
         return headers
 
     def _finish(self, call: Call, usage: Usage, status: int, error_code: str | None) -> None:
-        """The one place a call ends: settle its cost and queue its usage row (and ledger entry)."""
+        """The one place a call ends: settle its cost and queue its usage row (and ledger entry). Once."""
+        if call.finished:
+            return
+        call.finished = True
         now = time.perf_counter()
         candidate = call.candidate
         cost = self.admission.settle(call.ticket, call.key, usage) if call.ticket is not None else 0
@@ -403,12 +483,3 @@ def _scrub(message: str, candidate: Candidate) -> str:
         for fragment in (key, key[:8], key[-6:]):
             message = message.replace(fragment, "***")
     return message
-
-
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        return None

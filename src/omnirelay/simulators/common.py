@@ -12,14 +12,20 @@ Faults: ``400 401 403 404 429 500 502 503 529`` answer that status with the vend
 ``reset`` drops the connection after ``fault_after`` stream events; ``malformed`` sends a broken event after
 ``fault_after`` events; ``cut`` ends a stream after ``fault_after`` events without its final events.
 ``error`` sends the vendor's in-stream error event after ``fault_after`` events (simulators that have one).
+``fault_rate`` makes a fault apply to that share of requests only (``fault=500 fault_rate=0.3``: a flaky upstream).
+
+The request log records, per request, when the simulator saw its client go away (``disconnected_at``, on the
+``time.monotonic`` clock), for the responses that wait on the client: paced streams and ``hang``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import re
 import shlex
+import time
 from collections import deque
 from dataclasses import dataclass, field, fields, replace
 from functools import cache, lru_cache
@@ -51,6 +57,8 @@ class SimKnobs:
     fault: str | None = None
     fault_after: int = 3
     """Stream faults: how many events go out before the fault."""
+    fault_rate: float = 1.0
+    """Share of requests the fault applies to (the others are answered normally)."""
     retry_after: int | None = None
     """Seconds for the Retry-After header of a 429/503/529 fault."""
     reply: str | None = None
@@ -81,7 +89,7 @@ def _convert(name: str, value: str) -> Any:
         return value
     if name == "no_usage":
         return value.lower() in {"1", "true", "yes", ""}
-    if name == "tokens_per_second":
+    if name in {"tokens_per_second", "fault_rate"}:
         return float(value)
     return int(value)
 
@@ -110,6 +118,13 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: bytes
+    received_at: float = field(default_factory=time.monotonic)
+    disconnected_at: float | None = None
+    """When the client went away while the response was still going (``time.monotonic``)."""
+
+    def mark_disconnected(self) -> None:
+        if self.disconnected_at is None:
+            self.disconnected_at = time.monotonic()
 
 
 @dataclass
@@ -122,6 +137,8 @@ class SimulatorState:
     queued_faults: deque[str] = field(default_factory=deque)
     requests: deque[RecordedRequest] = field(default_factory=lambda: deque(maxlen=200))
     request_count: int = 0
+    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    """Decides which requests a ``fault_rate`` below 1 hits; seeded, so a run is reproducible."""
 
     def knobs_for(self, request: Request, prompt_text: str) -> SimKnobs:
         overrides = {
@@ -130,14 +147,16 @@ class SimulatorState:
         overrides.update(directives_in(prompt_text))
         knobs = self.defaults.merged(overrides)
         if self.queued_faults:
-            knobs = replace(knobs, fault=self.queued_faults.popleft())
+            return replace(knobs, fault=self.queued_faults.popleft(), fault_rate=1.0)
+        if knobs.fault is not None and knobs.fault_rate < 1.0 and self.rng.random() >= knobs.fault_rate:
+            knobs = replace(knobs, fault=None)
         return knobs
 
-    def record(self, request: Request, body: bytes) -> None:
+    def record(self, request: Request, body: bytes) -> RecordedRequest:
         self.request_count += 1
-        self.requests.append(
-            RecordedRequest(request.method, request.scope["path"], dict(request.headers.items()), body)
-        )
+        recorded = RecordedRequest(request.method, request.scope["path"], dict(request.headers.items()), body)
+        self.requests.append(recorded)
+        return recorded
 
     def key_ok(self, key: str | None) -> bool:
         if not key:
@@ -159,7 +178,14 @@ def control_routes(state: SimulatorState) -> list[Route]:
 
     async def list_requests(request: Request) -> Response:
         items = [
-            {"method": r.method, "path": r.path, "headers": r.headers, "body": r.body.decode("utf-8", "replace")}
+            {
+                "method": r.method,
+                "path": r.path,
+                "headers": r.headers,
+                "body": r.body.decode("utf-8", "replace"),
+                "received_at": r.received_at,
+                "disconnected_at": r.disconnected_at,
+            }
             for r in state.requests
         ]
         return Response(orjson.dumps({"count": state.request_count, "requests": items}), media_type="application/json")

@@ -35,6 +35,7 @@ from omnirelay.formats.sse import DONE, encode_data
 from omnirelay.simulators.common import (
     STATUS_FAULTS,
     STREAM_FAULTS,
+    RecordedRequest,
     SimKnobs,
     SimulatorState,
     control_routes,
@@ -144,6 +145,7 @@ class _Call:
     request: Request
     started: float
     body: JSONObject = field(default_factory=dict)
+    recorded: RecordedRequest | None = None
 
     @property
     def stream(self) -> bool:
@@ -367,9 +369,11 @@ def _text_delta(index: int, text: str) -> bytes:
 # ------------------------------------------------------------------------------------------------ sending
 
 
-async def _until_disconnect(receive: Receive) -> None:
+async def _until_disconnect(receive: Receive, recorded: RecordedRequest | None = None) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass
+    if recorded is not None:
+        recorded.mark_disconnected()
 
 
 class _FrameStream(Response):
@@ -379,11 +383,18 @@ class _FrameStream(Response):
     cheaper, and a relay must cope with any split of the byte stream anyway.
     """
 
-    def __init__(self, frames: list[Frame], knobs: SimKnobs, headers: RawHeaders, media_type: str) -> None:
+    def __init__(
+        self,
+        frames: list[Frame],
+        knobs: SimKnobs,
+        headers: RawHeaders,
+        media_type: str,
+        recorded: RecordedRequest | None = None,
+    ) -> None:
         self.status_code, self.media_type, self.background = 200, media_type, None
         self.init_headers()
         self.raw_headers += headers
-        self.frames, self.knobs = frames, knobs
+        self.frames, self.knobs, self.recorded = frames, knobs, recorded
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         knobs = self.knobs
@@ -391,7 +402,7 @@ class _FrameStream(Response):
         frames = self.frames if fault is None else self.frames[: knobs.fault_after]
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         if knobs.ttft_ms or knobs.tokens_per_second or fault == "hang":
-            disconnected = asyncio.ensure_future(_until_disconnect(receive))
+            disconnected = asyncio.ensure_future(_until_disconnect(receive, self.recorded))
             try:
                 if not await self._send_paced(frames, send, disconnected) or fault == "hang":
                     await disconnected
@@ -498,7 +509,7 @@ class _OpenAISimulator:
         async def run(request: Request) -> Response:
             call = _Call(request, time.perf_counter())
             raw = await request.body()
-            self.state.record(request, raw)
+            call.recorded = self.state.record(request, raw)
             key = _bearer(request)
             if not self.state.key_ok(key):
                 return self._unauthorized(call, key)
@@ -540,7 +551,7 @@ class _OpenAISimulator:
         if fault in STATUS_FAULTS:
             return self._fault(call, fault, knobs)
         if fault == "hang" and not call.stream:
-            await _until_disconnect(call.request.receive)
+            await _until_disconnect(call.request.receive, call.recorded)
             return Response(status_code=499)
         return None
 
@@ -552,7 +563,7 @@ class _OpenAISimulator:
         result = build()
         if call.stream:
             frames = result.frames(call.include_usage)
-            return _FrameStream(frames, knobs, self.headers(call), "text/event-stream; charset=utf-8")
+            return _FrameStream(frames, knobs, self.headers(call), "text/event-stream; charset=utf-8", call.recorded)
         # A non-stream answer takes as long as generating the stream would have.
         generation = knobs.ttft_ms / 1000
         if knobs.tokens_per_second > 0:

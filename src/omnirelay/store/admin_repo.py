@@ -21,7 +21,18 @@ from sqlalchemy import ColumnElement, Select, case, delete, func, literal_column
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omnirelay.crypto import SecretBox, hash_key
-from omnirelay.store.models import Account, ApiKey, Channel, Group, LedgerEntry, PriceOverride, RedemptionCode, UsageLog
+from omnirelay.store.models import (
+    Account,
+    ApiKey,
+    Channel,
+    ChannelCheck,
+    DisabledUpstreamKey,
+    Group,
+    LedgerEntry,
+    PriceOverride,
+    RedemptionCode,
+    UsageLog,
+)
 from omnirelay.store.repo import bump_config_version, post_entry
 
 Bucket = Literal["hour", "day"]
@@ -199,6 +210,37 @@ async def delete_channel(session: AsyncSession, channel: Channel) -> None:
     await session.delete(channel)
     await session.flush()
     await bump_config_version(session)
+
+
+async def disabled_keys(session: AsyncSession, channel_ids: Sequence[int]) -> dict[int, dict[str, DisabledUpstreamKey]]:
+    """The disabled upstream keys of these channels: channel id → key id → row."""
+    found: dict[int, dict[str, DisabledUpstreamKey]] = defaultdict(dict)
+    if channel_ids:
+        rows = await session.scalars(select(DisabledUpstreamKey).where(DisabledUpstreamKey.channel_id.in_(channel_ids)))
+        for row in rows:
+            found[row.channel_id][row.key_id] = row
+    return found
+
+
+async def enable_upstream_key(session: AsyncSession, channel_id: int, key_id: str) -> bool:
+    """Put a disabled key back into routing; False if it was not disabled."""
+    result = await session.execute(
+        delete(DisabledUpstreamKey).where(
+            DisabledUpstreamKey.channel_id == channel_id, DisabledUpstreamKey.key_id == key_id
+        )
+    )
+    await bump_config_version(session)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def recent_checks(session: AsyncSession, channel_id: int, limit: int) -> list[ChannelCheck]:
+    query = (
+        select(ChannelCheck)
+        .where(ChannelCheck.channel_id == channel_id)
+        .order_by(ChannelCheck.checked_at.desc(), ChannelCheck.id.desc())
+        .limit(limit)
+    )
+    return list((await session.scalars(query)).all())
 
 
 # --- prices ---------------------------------------------------------------------------------------------------

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    func,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT.
@@ -87,6 +99,45 @@ class Channel(Base):
     """Timeouts, extra headers and other per-channel options."""
     from_config: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+class DisabledUpstreamKey(Base):
+    """An upstream key of a channel taken out of routing, by the gateway (a permanent error) or by an admin.
+
+    Keys are named by ``crypto.upstream_key_id`` (a hash prefix), never stored in clear here. Deleting the row puts
+    the key back into routing.
+    """
+
+    __tablename__ = "disabled_upstream_keys"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    key_id: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    """The gateway code that disabled it (``upstream_auth``, ``upstream_quota``); None when an admin did."""
+    disabled_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+    __table_args__ = (UniqueConstraint("channel_id", "key_id", name="uq_disabled_upstream_key"),)
+
+
+class ChannelCheck(Base):
+    """One health check: a minimal request to one model of a channel, its result and latency."""
+
+    __tablename__ = "channel_checks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    model: Mapped[str] = mapped_column(String(128))
+    key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    latency_ms: Mapped[int] = mapped_column(Integer)
+    checked_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_channel_checks_channel_checked", "channel_id", "checked_at"),)
 
 
 class PriceOverride(Base):

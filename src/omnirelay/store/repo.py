@@ -5,13 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omnirelay.billing.money import usd_to_micros
 from omnirelay.config import ChannelConfig, KeyConfig
 from omnirelay.crypto import SecretBox, display_prefix, hash_key, new_api_key
-from omnirelay.store.models import Account, ApiKey, Channel, ConfigVersion, Group, LedgerEntry
+from omnirelay.store.models import (
+    Account,
+    ApiKey,
+    Channel,
+    ChannelCheck,
+    ConfigVersion,
+    DisabledUpstreamKey,
+    Group,
+    LedgerEntry,
+)
 
 DEFAULT_ACCOUNT = "default"
 
@@ -138,10 +147,47 @@ async def sync_config_channels(session: AsyncSession, channels: list[ChannelConf
         row.settings = {
             "timeout_s": spec.timeout_s,
             "connect_timeout_s": spec.connect_timeout_s,
+            "first_byte_timeout_s": spec.first_byte_timeout_s,
+            "idle_timeout_s": spec.idle_timeout_s,
             "headers": spec.headers,
         }
     await session.flush()
     await bump_config_version(session)
+
+
+async def disable_upstream_key(
+    session: AsyncSession, channel_id: int, key_id: str, reason: str, error_code: str | None
+) -> bool:
+    """Take one upstream key of a channel out of routing (every instance, within a second). False if it was
+    disabled already (another instance got there first) or the channel is gone."""
+    exists = await session.scalar(
+        select(DisabledUpstreamKey.id).where(
+            DisabledUpstreamKey.channel_id == channel_id, DisabledUpstreamKey.key_id == key_id
+        )
+    )
+    if exists is not None or await session.get(Channel, channel_id) is None:
+        return False
+    session.add(DisabledUpstreamKey(channel_id=channel_id, key_id=key_id, reason=reason, error_code=error_code))
+    await session.flush()
+    await bump_config_version(session)
+    return True
+
+
+async def disable_channel(session: AsyncSession, channel_id: int, reason: str) -> bool:
+    """Take a whole channel out of routing (one that has no keys of its own failed permanently)."""
+    result = await session.execute(
+        update(Channel)
+        .where(Channel.id == channel_id, Channel.enabled.is_(True))
+        .values(enabled=False, disabled_reason=reason)
+    )
+    await bump_config_version(session)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def record_channel_checks(session: AsyncSession, checks: list[dict[str, object]]) -> None:
+    """Health check results (``ChannelCheck`` columns); history for the admin API, no config change."""
+    if checks:
+        await session.execute(insert(ChannelCheck), checks)
 
 
 MANUAL_KINDS = frozenset({"topup", "adjustment", "redemption", "refund"})

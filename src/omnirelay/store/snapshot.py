@@ -15,8 +15,8 @@ from fractions import Fraction
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from omnirelay.crypto import SecretBox
-from omnirelay.store.models import Account, ApiKey, Channel, Group
+from omnirelay.crypto import SecretBox, upstream_key_id
+from omnirelay.store.models import Account, ApiKey, Channel, DisabledUpstreamKey, Group
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -88,6 +88,11 @@ class ChannelRecord:
     timeout_s: float = 600.0
     connect_timeout_s: float = 10.0
     headers: dict[str, str] = field(default_factory=dict)
+    first_byte_timeout_s: float | None = None
+    idle_timeout_s: float | None = None
+    disabled_keys: int = 0
+    """How many of its upstream keys are disabled (and left out of ``api_keys``). A channel whose every key is
+    disabled has none to send, which is not the same as a channel that needs none."""
 
     def upstream_model(self, model: str) -> str:
         return self.model_map.get(model, model)
@@ -95,6 +100,22 @@ class ChannelRecord:
     def serves(self) -> set[str]:
         """Public model names: the listed models plus every alias in the map."""
         return set(self.models) | set(self.model_map)
+
+    @property
+    def first_byte_limit(self) -> float:
+        """Seconds until the response headers and, for a stream, its first chunk (never above the total)."""
+        limit = self.first_byte_timeout_s
+        return self.timeout_s if limit is None or limit > self.timeout_s else limit
+
+    @property
+    def idle_limit(self) -> float:
+        """Seconds a stream may stay silent between two chunks."""
+        return self.idle_timeout_s or self.timeout_s
+
+    @property
+    def routable(self) -> bool:
+        """Enabled, and with a key to send (or configured without any)."""
+        return self.enabled and (bool(self.api_keys) or not self.disabled_keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,22 +162,37 @@ async def load_snapshot(session: AsyncSession, box: SecretBox) -> Snapshot:
             account_month_debits_micros=account.month_debits_micros,
             spent_micros=row.spent_micros,
         )
+    rows = await session.execute(select(DisabledUpstreamKey.channel_id, DisabledUpstreamKey.key_id))
+    disabled = {(channel_id, key_id) for channel_id, key_id in rows}
     channels = tuple(
-        ChannelRecord(
-            id=row.id,
-            name=row.name,
-            type=row.type,
-            base_url=row.base_url.rstrip("/"),
-            api_keys=tuple(box.open(row.api_keys_encrypted)),
-            models=tuple(row.models or ()),
-            model_map=dict(row.model_map or {}),
-            priority=row.priority,
-            weight=row.weight,
-            enabled=row.enabled,
-            timeout_s=float(row.settings.get("timeout_s", 600.0)),  # type: ignore[arg-type]
-            connect_timeout_s=float(row.settings.get("connect_timeout_s", 10.0)),  # type: ignore[arg-type]
-            headers=dict(row.settings.get("headers", {})),  # type: ignore[call-overload]
-        )
+        _channel_record(row, box.open(row.api_keys_encrypted), disabled)
         for row in (await session.scalars(select(Channel).order_by(Channel.id))).all()
     )
     return Snapshot(keys_by_hash=keys, channels=channels)
+
+
+def _optional_seconds(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _channel_record(row: Channel, keys: list[str], disabled: set[tuple[int, str]]) -> ChannelRecord:
+    enabled_keys = tuple(k for k in keys if (row.id, upstream_key_id(k)) not in disabled)
+    options = row.settings or {}
+    return ChannelRecord(
+        id=row.id,
+        name=row.name,
+        type=row.type,
+        base_url=row.base_url.rstrip("/"),
+        api_keys=enabled_keys,
+        models=tuple(row.models or ()),
+        model_map=dict(row.model_map or {}),
+        priority=row.priority,
+        weight=row.weight,
+        enabled=row.enabled,
+        timeout_s=_optional_seconds(options.get("timeout_s")) or 600.0,
+        connect_timeout_s=_optional_seconds(options.get("connect_timeout_s")) or 10.0,
+        headers=dict(options.get("headers") or {}),  # type: ignore[call-overload]
+        first_byte_timeout_s=_optional_seconds(options.get("first_byte_timeout_s")),
+        idle_timeout_s=_optional_seconds(options.get("idle_timeout_s")),
+        disabled_keys=len(keys) - len(enabled_keys),
+    )
