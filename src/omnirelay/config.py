@@ -95,6 +95,12 @@ class Settings(BaseModel):
     keys: list[KeyConfig] = Field(default_factory=list)
     prices: dict[str, dict[str, Any]] = Field(default_factory=dict)
     max_body_bytes: int = 32 * 1024 * 1024
+    media_fetch_max_bytes: int = 20 * 1024 * 1024
+    """Largest image fetched from a URL when an upstream only takes inline bytes."""
+    media_fetch_timeout_s: float = 10.0
+    media_fetch_allow_private: bool = False
+    """Allow fetching images from private/loopback addresses (tests, closed networks). Off: a client cannot make
+    the gateway reach into its own network."""
     usage_flush_interval_s: float = 0.5
     usage_batch_size: int = 500
     log_level: Literal["debug", "info", "warning", "error"] = "info"

@@ -27,8 +27,8 @@ from omnirelay.errors import Blame, ErrorCode, GatewayError
 from omnirelay.formats.anthropic_messages import anthropic_usage_to_ir
 from omnirelay.formats.errors import error_event
 from omnirelay.formats.gemini import gemini_usage_to_ir
+from omnirelay.formats.ir import FetchedMedia, NeedsFetch, TranslationError, UnsupportedField
 from omnirelay.formats.ir import InvalidRequest as TranslationInvalid
-from omnirelay.formats.ir import NeedsFetch, TranslationError, UnsupportedField
 from omnirelay.formats.openai_chat import openai_usage_to_ir
 from omnirelay.formats.passthrough import ObservedStream, OpenAIPassthroughStream, ensure_stream_usage, replace_model
 from omnirelay.formats.translate import (
@@ -41,6 +41,7 @@ from omnirelay.formats.translate import (
 from omnirelay.formats.usage import Usage
 from omnirelay.gateway import Gateway
 from omnirelay.providers.kinds import CHANNEL_KINDS, WireFormat
+from omnirelay.providers.media import fetch_media
 from omnirelay.providers.upstream import (
     StreamWatchdog,
     classify_answer,
@@ -175,7 +176,7 @@ class Relay:
                 if candidate is None:
                     break
                 try:
-                    prepared = self._prepare(call, candidate)
+                    prepared = await self._prepare_fetching(call, candidate)
                 except GatewayError as err:  # this channel's format cannot carry the call; another one may
                     unfit, blame = unfit or err, Blame.channel
                     continue
@@ -198,7 +199,24 @@ class Relay:
         self._finish(call, Usage(), error.status, error.code.name)
         raise error
 
-    def _prepare(self, call: Call, candidate: Candidate) -> Prepared:
+    async def _prepare_fetching(self, call: Call, candidate: Candidate) -> Prepared:
+        """``_prepare``, fetching image URLs first when the channel's format only takes inline bytes."""
+        try:
+            return self._prepare(call, candidate)
+        except NeedsFetch as need:
+            settings = self.gateway.settings
+            fetched = await fetch_media(
+                self.gateway.http,
+                need.urls,
+                max_bytes=settings.media_fetch_max_bytes,
+                timeout_s=settings.media_fetch_timeout_s,
+                allow_private=settings.media_fetch_allow_private,
+            )
+            return self._prepare(call, candidate, fetched)
+
+    def _prepare(self, call: Call, candidate: Candidate, fetched: dict[str, FetchedMedia] | None = None) -> Prepared:
+        """The upstream request for one attempt. Raises ``NeedsFetch`` when images given by URL must be inlined
+        (and ``fetched`` does not have them yet)."""
         upstream_format = CHANNEL_KINDS[candidate.channel.type].wire_format
         model = candidate.upstream_model
         if upstream_format == call.surface:
@@ -227,17 +245,18 @@ class Relay:
                 created=int(time.time()),
                 input_tokens_estimate=self._prompt_tokens(call),
                 response_model=call.model,
+                fetched=fetched,
             )
         except UnsupportedField as exc:
             raise GatewayError(ErrorCode.invalid_request, exc.message, param=exc.field) from None
         except TranslationInvalid as exc:
             raise GatewayError(ErrorCode.invalid_request, exc.message, param=exc.param) from None
-        except NeedsFetch as exc:
-            raise GatewayError(
-                ErrorCode.invalid_request,
-                "Images given by URL must be sent inline (base64) for this model's upstream.",
-                param="messages",
-            ) from exc
+        except NeedsFetch:
+            if fetched is not None:
+                raise GatewayError(
+                    ErrorCode.invalid_request, "Images given by URL could not all be inlined.", param="messages"
+                ) from None
+            raise
         except TranslationError as exc:
             raise GatewayError(ErrorCode.invalid_request, str(exc)) from None
         path = upstream_path(upstream_format, "chat", translated.model, translated.stream)
