@@ -85,6 +85,7 @@ def test_the_call_deadline_stops_failover_before_max_attempts(gw: GatewayHarness
         chat(gw, "slow-model")
     elapsed = time.monotonic() - sent
     assert caught.value.status_code == 504
-    # Two attempts fit the 0.6 s deadline (0.4 s, then what is left of it), not five of 0.4 s each.
-    assert 0.55 < elapsed < 1.2
-    assert state_of(sims.hanging).request_count - before == 2
+    # Two attempts fit the 0.6 s deadline (0.4 s, then what is left of it), not five of 0.4 s each (2 s). The
+    # second attempt has only 0.2 s left, which on a loaded machine may end before the simulator logs it.
+    assert 0.55 < elapsed < 1.5
+    assert 1 <= state_of(sims.hanging).request_count - before <= 2
