@@ -79,9 +79,18 @@ def new_request_id() -> str:
 class StreamTap(Protocol):
     """What the relay needs of a stream handler, passthrough or translating."""
 
-    usage: Usage | None
-    produced: list[str]
-    finished: bool
+    @property
+    def usage(self) -> Usage | None: ...
+
+    @property
+    def produced(self) -> list[str]: ...
+
+    @property
+    def finished(self) -> bool: ...
+
+    @property
+    def error(self) -> object | None:
+        """The upstream's mid-stream error event, if it sent one."""
 
     def feed(self, chunk: bytes) -> bytes: ...
 
@@ -243,7 +252,8 @@ class Relay:
                 stream=call.stream,
                 gemini_sse=call.gemini_sse,
                 created=int(time.time()),
-                input_tokens_estimate=self._prompt_tokens(call),
+                # Only an Anthropic client's message_start shows input tokens before the upstream reports them.
+                input_tokens_estimate=self._prompt_tokens(call) if call.surface == "anthropic" else 0,
                 response_model=call.model,
                 fetched=fetched,
             )
@@ -394,7 +404,7 @@ class Relay:
             tail = tap.finish()
             if tail:
                 yield tail
-            if getattr(tap, "error", None) is not None:
+            if tap.error is not None:
                 status, error_code = 502, "upstream_stream_error"
                 failure = GatewayError(ErrorCode.upstream_error, "the upstream sent an error event")
             elif not tap.finished:
