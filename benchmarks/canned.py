@@ -2,11 +2,14 @@
 
 Responses are built once per (model, stream, include_usage, knobs) and then served from a cache, so the
 upstream costs almost nothing per request. A prompt directive ``[sim output_tokens=40]`` (the simulator's
-syntax) sets the reply length; ``ttft_ms`` and ``tokens_per_second`` pace a stream like the simulator's knobs.
+syntax) sets the reply length; ``ttft_ms`` and ``tokens_per_second`` pace a stream like the simulator's knobs;
+``fault=500 fault_rate=0.1`` answers that HTTP error (OpenAI's body for it) to that share of requests, drawn at
+random per request, as the simulator does (``fault`` alone: every request).
 """
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +36,10 @@ class Knobs:
     output_tokens: int = 16
     ttft_ms: float = 0.0
     tokens_per_second: float = 0.0
+    fault: int = 0
+    """An HTTP status to answer instead (0: none)."""
+    fault_rate: float = 1.0
+    """The share of requests that get ``fault``."""
 
     @property
     def paced(self) -> bool:
@@ -56,6 +63,10 @@ def knobs_of(body: bytes) -> Knobs:
             try:
                 if name == "output_tokens":
                     values[name] = max(0, int(value))
+                elif name == "fault":
+                    values[name] = int(value) if 400 <= int(value) <= 599 else 0
+                elif name == "fault_rate":
+                    values[name] = min(1.0, max(0.0, float(value)))
                 elif name in ("ttft_ms", "tokens_per_second"):
                     values[name] = max(0.0, float(value))
             except ValueError:
@@ -135,9 +146,14 @@ def chat_events(model: str, knobs: Knobs, include_usage: bool) -> list[bytes]:
     return events
 
 
+FAULT_MESSAGE = "The server had an error while processing your request. Sorry about that!"
+
+
 class CannedResponses:
-    def __init__(self) -> None:
+    def __init__(self, rng: random.Random | None = None) -> None:
         self._cache: dict[tuple[str, bool, bool, Knobs], Canned] = {}
+        self._faults: dict[int, Canned] = {}
+        self._random = (rng or random.Random()).random
 
     def for_chat(self, body: bytes) -> Canned:
         try:
@@ -151,6 +167,11 @@ class CannedResponses:
         options = parsed.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         knobs = knobs_of(body)
+        if knobs.fault and self._random() < knobs.fault_rate:
+            fault = self._faults.get(knobs.fault)
+            if fault is None:
+                fault = self._faults[knobs.fault] = self.error(knobs.fault, FAULT_MESSAGE)
+            return fault
         key = (model, stream, include_usage, knobs)
         canned = self._cache.get(key)
         if canned is None:
@@ -170,8 +191,15 @@ class CannedResponses:
 
     @staticmethod
     def error(status: int, message: str) -> Canned:
-        body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None}})
-        reason = {400: b"Bad Request", 404: b"Not Found"}.get(status, b"Error")
+        kind = "server_error" if status >= 500 else "invalid_request_error"
+        body = orjson.dumps({"error": {"message": message, "type": kind, "param": None, "code": None}})
+        reason = {
+            400: b"Bad Request",
+            404: b"Not Found",
+            429: b"Too Many Requests",
+            500: b"Internal Server Error",
+            503: b"Service Unavailable",
+        }.get(status, b"Error")
         head = (
             b"HTTP/1.1 %d " % status
             + reason

@@ -29,6 +29,9 @@ class RowResult:
     added_ttft_ms: float | None = None
     """TTFT p50 minus the reference row's TTFT p50."""
     added_ttft_p99_ms: float | None = None
+    added_p50_ms: float | None = None
+    """Latency p50 minus the latency reference row's (the same server without faults)."""
+    added_p99_ms: float | None = None
     redis_cpu_s: float | None = None
     """Redis-backed rows: the Redis server's CPU time over the window (``INFO cpu``; other clients included)."""
 
@@ -43,6 +46,11 @@ class RowResult:
         if not self.scenario.workload.stream or not tokens:
             return None
         return self.cpu_ms_per_request * 1000 / tokens
+
+    @property
+    def success_rate(self) -> float | None:
+        """Share of the measured requests the client got a good answer for."""
+        return (self.load.requests - self.load.errors) / self.load.requests if self.load.requests else None
 
     @property
     def driver_cpu_pct(self) -> float:
@@ -72,6 +80,10 @@ class RowResult:
             "baseline_ratio": self.baseline_ratio,
             "added_ttft_ms": self.added_ttft_ms,
             "added_ttft_p99_ms": self.added_ttft_p99_ms,
+            "latency_reference": self.scenario.latency_reference,
+            "added_p50_ms": self.added_p50_ms,
+            "added_p99_ms": self.added_p99_ms,
+            "success_rate": self.success_rate,
             "redis_cpu_s": self.redis_cpu_s,
         }
 
@@ -111,6 +123,13 @@ def compare(rows: list[RowResult]) -> None:
                 row.added_ttft_ms = mine.ttft_p50_ms - theirs.ttft_p50_ms
             if mine.ttft_p99_ms is not None and theirs.ttft_p99_ms is not None:
                 row.added_ttft_p99_ms = mine.ttft_p99_ms - theirs.ttft_p99_ms
+        clean = by_name.get(row.scenario.latency_reference or "")
+        if clean is not None:
+            mine, theirs = row.load, clean.load
+            if mine.latency_p50_ms is not None and theirs.latency_p50_ms is not None:
+                row.added_p50_ms = mine.latency_p50_ms - theirs.latency_p50_ms
+            if mine.latency_p99_ms is not None and theirs.latency_p99_ms is not None:
+                row.added_p99_ms = mine.latency_p99_ms - theirs.latency_p99_ms
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -163,11 +182,20 @@ def table_rows(rows: list[RowResult]) -> list[tuple[str, ...]]:
                 _num(row.peak_rss_mb, 1),
                 rps_ratio,
                 cpu_ratio,
-                f"**{load.errors:,} ERRORS**" if load.errors else "0",
+                _errors_cell(row),
                 f"{row.driver_cpu_pct:.0f}%",
             )
         )
     return out
+
+
+def _errors_cell(row: RowResult) -> str:
+    errors = row.load.errors
+    if not errors:
+        return "0"
+    if row.scenario.faults:  # the measurement, not a failure
+        return f"{errors:,} ({100 * errors / row.load.requests:.2f}%)" if row.load.requests else f"{errors:,}"
+    return f"**{errors:,} ERRORS**"
 
 
 def markdown_table(rows: list[RowResult]) -> str:
@@ -229,6 +257,23 @@ def _ttft_line(row: RowResult, by_name: dict[str, RowResult]) -> str:
     )
 
 
+def _fault_line(row: RowResult, by_name: dict[str, RowResult]) -> str:
+    rate = row.success_rate
+    line = f"{row.scenario.name}: {_pct(rate)} of {row.load.requests:,} requests succeeded for the client"
+    if row.added_p50_ms is not None and row.added_p99_ms is not None:
+        line += (
+            f"; latency added vs {row.scenario.latency_reference}: p50 {row.added_p50_ms:+.1f} ms, "
+            f"p99 {row.added_p99_ms:+.1f} ms"
+        )
+    return line
+
+
+def _pct(rate: float | None) -> str:
+    if rate is None:
+        return "—"
+    return f"{100 * rate:.2f}%" if rate < 0.9999 or rate == 1 else f"{100 * rate:.3f}%"
+
+
 def verdicts(rows: list[RowResult]) -> list[str]:
     """One line per comparison: floor targets, baseline CPU ratios (with their target when they have one), added
     TTFT. A comparison involving a row with errors is not judged."""
@@ -241,18 +286,25 @@ def verdicts(rows: list[RowResult]) -> list[str]:
             (scenario.baseline, row.baseline_ratio is not None, _baseline_verdict),
             (scenario.ttft_reference, row.added_ttft_ms is not None, _ttft_line),
         )
+        if scenario.faults:
+            lines.append(_fault_line(row, by_name))
         for other, filled, line in checks:
             if other is None or not filled:
                 continue
-            if row.load.errors or by_name[other].load.errors:
+            if _broken(row) or _broken(by_name[other]):
                 lines.append(f"{scenario.name}: not compared with {other}, one of them had errors")
                 continue
             lines.append(line(row, by_name))
     return lines
 
 
+def _broken(row: RowResult) -> bool:
+    """Errors in a row whose upstream was not told to fail: its numbers are not valid."""
+    return bool(row.load.errors) and not row.scenario.faults
+
+
 def error_banner(rows: list[RowResult]) -> str | None:
-    bad = [r for r in rows if r.load.errors]
+    bad = [r for r in rows if _broken(r)]
     if not bad:
         return None
     lines = ["", "!" * 78, "!!! THIS RUN HAD ERRORS — its numbers are not valid", "!" * 78]

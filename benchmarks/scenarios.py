@@ -73,11 +73,16 @@ class Scenario:
     """Name of a row (usually direct to the upstream) whose time to first token this one's is compared with."""
     label: str | None = None
     """How the table names the server of this row (default: the server's own label)."""
+    latency_reference: str | None = None
+    """Name of a row whose p50/p99 latency this one's is compared with (the same server without faults)."""
+    faults: bool = False
+    """The upstream fails some calls on purpose: errors are this row's measurement (its success rate), not a
+    broken run."""
 
     @property
     def related(self) -> tuple[str, ...]:
         """Rows this one's comparisons need in the same run."""
-        return tuple(name for name in (self.floor, self.baseline, self.ttft_reference) if name)
+        return tuple(name for name in (self.floor, self.baseline, self.ttft_reference, self.latency_reference) if name)
 
 
 def _chat_body(prompt: str, *, stream: bool) -> dict[str, Any]:
@@ -119,6 +124,12 @@ ANTHROPIC_STREAM_PACED = _anthropic_stream(PACED_PROMPT)
 LONG_PROMPT = "Summarize this. [sim output_tokens=16] " + "the quick brown fox jumps over the lazy dog. " * 1000
 CHAT_LONG_PROMPT = Workload("/v1/chat/completions", _chat_body(LONG_PROMPT, stream=False))
 """About 10k prompt tokens: what the gateway does per prompt token (counting, parsing) shows here."""
+
+FAULT_RATE = 0.1
+FAULT_PROMPT = f"Say hello to the benchmark. [sim output_tokens={OUTPUT_TOKENS} fault=500 fault_rate={FAULT_RATE}]"
+"""Routing issue: the upstream answers HTTP 500 to 10% of calls, drawn at random per call."""
+CHAT_FAULTS = Workload("/v1/chat/completions", _chat_body(FAULT_PROMPT, stream=False))
+CHAT_STREAM_FAULTS = _openai_stream(FAULT_PROMPT)
 
 TRANSLATION_CPU_TARGET = 1.5
 """Formats issue: a translated stream (Anthropic client, OpenAI channel) costs at most this multiple of the CPU of
@@ -173,6 +184,27 @@ def budgeted_rows(group: str, workload: Workload) -> list[Scenario]:
     ]
 
 
+def routing_rows(group: str, clean: Workload, faulty: Workload) -> list[Scenario]:
+    """Routing issue: omnirelay with three channels for the model (breakers on) against the floor, then with 10% of
+    upstream calls failing: the bare relay shows what a client sees without failover, omnirelay's success rate and
+    latency added to its own clean row show what failover costs."""
+    tags = ("routing",)
+    return [
+        Scenario(f"{group}/omnirelay-3ch", group, "omnirelay-3ch", clean, floor=f"{group}/bare", tags=tags),
+        Scenario(f"{group}-faults/bare", f"{group}-faults", "bare", faulty, default=False, tags=tags, faults=True),
+        Scenario(
+            f"{group}-faults/omnirelay-3ch",
+            f"{group}-faults",
+            "omnirelay-3ch",
+            faulty,
+            default=False,
+            tags=tags,
+            faults=True,
+            latency_reference=f"{group}/omnirelay-3ch",
+        ),
+    ]
+
+
 SCENARIOS: list[Scenario] = [
     *relay_trio("chat", CHAT, tags=("billing",)),
     *budgeted_rows("chat", CHAT),
@@ -205,6 +237,8 @@ SCENARIOS: list[Scenario] = [
         label="omnirelay, Anthropic client → OpenAI channel",
     ),
     *relay_trio("chat-10k-prompt", CHAT_LONG_PROMPT, default=False),
+    *routing_rows("chat", CHAT, CHAT_FAULTS),
+    *routing_rows("chat-stream", CHAT_STREAM, CHAT_STREAM_FAULTS),
 ]
 
 
@@ -215,7 +249,7 @@ def _matches(scenario: Scenario, pattern: str) -> bool:
 
 def select(patterns: list[str] | None) -> list[Scenario]:
     """Scenarios whose name, group or tag matches a pattern (fnmatch), in table order, plus the rows their
-    comparisons need (floor, baseline, TTFT reference)."""
+    comparisons need (floor, baseline, TTFT and latency references), and theirs."""
     if not patterns:
         chosen = {s.name for s in SCENARIOS if s.default}
     else:
@@ -225,5 +259,10 @@ def select(patterns: list[str] | None) -> list[Scenario]:
         tags = ", ".join(sorted({t for s in SCENARIOS for t in s.tags}))
         raise SystemExit(f"no scenario matches {patterns}; known: {known}; tags: {tags}")
     by_name = {s.name: s for s in SCENARIOS}
-    chosen |= {related for name in list(chosen) for related in by_name[name].related}
+    pending = list(chosen)
+    while pending:  # the rows compared with, and theirs (a fault row's clean reference has a floor)
+        for related in by_name[pending.pop()].related:
+            if related not in chosen:
+                chosen.add(related)
+                pending.append(related)
     return [s for s in SCENARIOS if s.name in chosen]

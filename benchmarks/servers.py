@@ -192,6 +192,9 @@ class Omnirelay:
     tpm: int | None = None
     """Rate limits of the bootstrap key. The config file's ``keys:`` entries cannot carry them, so the launcher
     creates the key with ``omnirelay.store.repo.create_key(..., rpm=, tpm=)`` before serving."""
+    channels: int = 1
+    """Channels serving the model, all to the one upstream, same priority and weight, each with its own upstream
+    key: a call that fails on one fails over to another (breakers per channel and key on, as by default)."""
 
     def config_path(self, ctx: LaunchContext) -> Path:
         return ctx.workdir / f"{self.name}.yaml"
@@ -208,12 +211,13 @@ class Omnirelay:
             "database_url": f"sqlite:///{self.database_path(ctx)}",
             "channels": [
                 {
-                    "name": "bench-upstream",
+                    "name": "bench-upstream" + (f"-{index}" if index else ""),
                     "type": "openai",
                     "base_url": ctx.upstream_url + "/v1",
-                    "api_keys": ["sk-bench-upstream-key"],
+                    "api_keys": ["sk-bench-upstream-key" + (f"-{index}" if index else "")],
                     "models": [MODEL],
                 }
+                for index in range(self.channels)
             ],
             "keys": [key],
         }
@@ -248,6 +252,7 @@ OMNIRELAYS = (
     (Omnirelay("omnirelay"), "omnirelay"),
     (budgeted("omnirelay-budget-memory", redis=False), "omnirelay, budgeted key, memory limiter"),
     (budgeted("omnirelay-budget-redis", redis=True), "omnirelay, budgeted key, Redis limiter"),
+    (Omnirelay("omnirelay-3ch", channels=3), "omnirelay, three channels for the model"),
 )
 
 SERVERS: dict[str, ServerSpec] = {
