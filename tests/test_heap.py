@@ -17,10 +17,13 @@ def test_settle_freezes_the_loaded_heap_and_release_undoes_it_after_the_last_gat
     frozen = gc.get_freeze_count()
     assert frozen > 1000  # everything loaded so far (modules, tables) is out of the collector's scans
     assert gc.get_threshold() == (heap.YOUNG_THRESHOLD, *before[1:])
-    heap.settle()  # a second gateway in the same process
-    assert gc.get_freeze_count() == frozen
+    later = [[n] for n in range(10_000)]  # objects made after the first gateway started
+    heap.settle()  # a second gateway in the same process freezes nothing more (frozen objects may still be freed)
+    assert gc.get_freeze_count() <= frozen
     heap.release()
-    assert gc.get_freeze_count() == frozen and gc.get_threshold()[0] == heap.YOUNG_THRESHOLD  # one still runs
+    assert gc.get_threshold()[0] == heap.YOUNG_THRESHOLD  # one gateway still runs
+    assert 0 < gc.get_freeze_count() <= frozen
+    del later
     heap.release()
     assert gc.get_freeze_count() == 0
     assert gc.get_threshold() == before
