@@ -462,6 +462,7 @@ def test_public_names() -> None:
         "DEFAULT_LEASE_S",
         "WINDOW_MS",
         "Charge",
+        "Finish",
         "LimitState",
         "Limiter",
         "LimiterUnavailable",

@@ -68,6 +68,14 @@ Holds (``reserve``/``settle``/``release_expired``/``seed``/``open_holds``)
     periods apart. Charges name distinct counters; amounts are ``>= 0``; a charge's ``ttl_s`` follows the
     counter rule above.
 
+Fused call paths (``admit``/``finish``)
+    What one call does, in as few round trips as the backend allows. ``admit`` is ``check_and_consume`` then,
+    if admitted and a hold is asked for, ``reserve``; a refused reservation takes the call's tokens back out of
+    the windows (its request still counts, as a refused call does at OpenAI). ``finish`` ends a batch of calls:
+    per ``Finish``, ``settle`` of its hold, ``adjust_tokens`` of its correction and the release of its slot. The
+    defaults here compose the single operations; the Redis backend runs ``admit`` as one script and a whole
+    ``finish`` batch as one script, so a budgeted call costs one round trip plus a share of one.
+
 Invalidation bus (``publish``/``subscribe``)
     Fire-and-forget fan-out to every subscriber of a channel, across instances with Redis. A message published
     before a subscription is active is not delivered, and a Redis reconnect may lose messages: subscribers
@@ -82,7 +90,7 @@ from __future__ import annotations
 import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol, Self
 
 WINDOW_MS = 60_000
@@ -159,6 +167,20 @@ class Charge:
     ttl_s: float | None = None
     """Expiry given to the counter if it has none yet, normally because this call creates it (monthly
     budgets)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """The end of one call, for ``Limiter.finish``."""
+
+    hold_id: str | None = None
+    """The call's hold, settled with ``actual``; None: no hold."""
+    actual: Mapping[str, int] = field(default_factory=dict)
+    scopes: Sequence[ScopeLimits] = ()
+    token_delta: int = 0
+    """Added at ``at`` in the limited ``scopes`` (``adjust_tokens``)."""
+    at: float = 0.0
+    slot: Slot | None = None
 
 
 @dataclass(slots=True)
@@ -279,6 +301,41 @@ class Limiter(Protocol):
     async def open_holds(self) -> int:
         """How many holds are registered (for tests, metrics and a consistency check)."""
         ...
+
+    async def admit(
+        self,
+        scopes: Sequence[ScopeLimits],
+        tokens: int,
+        hold_id: str | None = None,
+        charges: Sequence[Charge] = (),
+        *,
+        lease_s: float = DEFAULT_HOLD_LEASE_S,
+        now: float | None = None,
+    ) -> tuple[RateDecision | None, int | None]:
+        """``check_and_consume`` (when ``scopes``), then ``reserve`` (when ``hold_id``) if admitted. Returns the
+        decision (None without scopes) and ``reserve``'s answer (None: reserved, or nothing to reserve; else the
+        index of the first charge over its cap, after the call's tokens were taken back out of the windows)."""
+        decision = None
+        if scopes:
+            decision = await self.check_and_consume(scopes, tokens, now)
+            if not decision.allowed:
+                return decision, None
+        if hold_id is None:
+            return decision, None
+        refused = await self.reserve(hold_id, charges, lease_s=lease_s, now=now)
+        if refused is not None and decision is not None and tokens:
+            await self.adjust_tokens(scopes, -tokens, decision.at, now)
+        return decision, refused
+
+    async def finish(self, calls: Sequence[Finish], now: float | None = None) -> None:
+        """End each call: settle its hold, correct its tokens, release its slot (see ``Finish``)."""
+        for call in calls:
+            if call.hold_id is not None:
+                await self.settle(call.hold_id, call.actual)
+            if call.token_delta and call.scopes:
+                await self.adjust_tokens(call.scopes, call.token_delta, call.at, now)
+            if call.slot is not None:
+                await self.release(call.slot)
 
     async def publish(self, channel: str, message: bytes) -> None:
         """Called after an admin write (keys, channels, prices) so every instance refreshes its cache."""

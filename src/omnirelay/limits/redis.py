@@ -33,12 +33,12 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from typing import Any, Self
 
+import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -49,6 +49,7 @@ from omnirelay.limits.base import (
     DEFAULT_LEASE_S,
     WINDOW_MS,
     Charge,
+    Finish,
     Limiter,
     LimiterUnavailable,
     RateDecision,
@@ -318,6 +319,70 @@ return seeded
 """
 
 
+def _as_function(name: str, body: str) -> str:
+    """A script's body as a local Lua function of its own ``KEYS`` and ``ARGV``, to call from another script."""
+    return f"local function {name}(KEYS, ARGV)\n{body}\nend\n"
+
+
+# One budgeted call's admission: the rate script, then (if admitted) the reserve script, and if the reservation is
+# refused the call's tokens taken back out of the windows. KEYS: the rate script's, then the reserve script's.
+# ARGV: how many of KEYS and of ARGV are the rate script's, its ARGV, then the reserve script's ARGV.
+# Returns {rate script's reply or {}, -3 rejected by rate | -1 reserved or nothing to reserve | -2 | refused index}.
+_ADMIT_LUA = (
+    _as_function("rate", _RATE_LUA)
+    + _as_function("reserve", _RESERVE_LUA)
+    + _as_function("adjust", _ADJUST_LUA)
+    + """
+local nk, na = tonumber(ARGV[1]), tonumber(ARGV[2])
+local rk, ra, hk, ha = {}, {}, {}, {}
+for i = 1, #KEYS do
+  if i <= nk then rk[#rk + 1] = KEYS[i] else hk[#hk + 1] = KEYS[i] end
+end
+for i = 3, #ARGV do
+  if i <= na + 2 then ra[#ra + 1] = ARGV[i] else ha[#ha + 1] = ARGV[i] end
+end
+local decided = {}
+if nk > 0 then
+  decided = rate(rk, ra)
+  if decided[1] == 0 then return {decided, -3} end
+end
+if #hk == 0 then return {decided, -1} end
+local held = reserve(hk, ha)
+if held >= 0 and nk > 0 and tonumber(ra[3]) > 0 then
+  adjust(rk, {ra[1], '-' .. ra[3], ra[4], 2 * tonumber(ra[2])})
+end
+return {decided, held}
+"""
+)
+
+# The end of a batch of calls. KEYS: hold hash, lease zset. ARGV[1]: JSON list of calls, each
+# {h: hold id or "", a: [[counter key, "amount"], ...], l: [log, sums, ...], d: "token delta", t: at_ms,
+#  i: entry id, s: [slot key, holder] or []}. Returns how many calls were ended.
+_FINISH_LUA = (
+    _as_function("settle", _SETTLE_LUA)
+    + _as_function("adjust", _ADJUST_LUA)
+    + """
+local calls = cjson.decode(ARGV[1])
+for n = 1, #calls do
+  local call = calls[n]
+  if call.h ~= '' then
+    local keys, args = {KEYS[1], KEYS[2]}, {call.h}
+    for j = 1, #call.a do
+      keys[#keys + 1] = call.a[j][1]
+      args[#args + 1] = call.a[j][2]
+    end
+    settle(keys, args)
+  end
+  if call.d ~= '0' and #call.l > 0 then
+    adjust(call.l, {call.t, call.d, call.i, ARGV[2]})
+  end
+  if #call.s == 2 then redis.call('ZREM', call.s[1], call.s[2]) end
+end
+return #calls
+"""
+)
+
+
 @contextlib.contextmanager
 def _unavailable_on_failure() -> Iterator[None]:
     try:
@@ -406,6 +471,8 @@ class RedisLimiter(Limiter):
         self._settle = self._script(_SETTLE_LUA)
         self._release_expired = self._script(_RELEASE_LUA)
         self._seed = self._script(_SEED_LUA)
+        self._admit = self._script(_ADMIT_LUA)
+        self._finish = self._script(_FINISH_LUA)
         self._holds_key = self._prefix + "hold"
         self._leases_key = self._prefix + "hold:lease"
 
@@ -452,24 +519,35 @@ class RedisLimiter(Limiter):
 
     # -- rate limits --------------------------------------------------------------------------------------
 
-    async def check_and_consume(
-        self, scopes: Sequence[ScopeLimits], tokens: int, now: float | None = None
-    ) -> RateDecision:
-        check_scopes(scopes, tokens)
-        now_ms = self._now_ms(now)
+    def _rate_call(
+        self, scopes: Sequence[ScopeLimits], tokens: int, now_ms: int
+    ) -> tuple[list[ScopeLimits], list[str], list[int | str]]:
+        """The limited scopes, and the rate script's KEYS and ARGV for them."""
         tracked = [sl for sl in scopes if sl.rpm is not None or sl.tpm is not None]
-        if not tracked:
-            return build_decision(tracked, [], True, now_ms)
         keys: list[str] = []
         args: list[int | str] = [now_ms, WINDOW_MS, tokens, self._id()]
         for sl in tracked:
             base = f"{self._prefix}rl:{sl.scope}:"
             keys += (base + "log", base + "sums")
             args += (-1 if sl.rpm is None else sl.rpm, -1 if sl.tpm is None else sl.tpm)
-        with _unavailable_on_failure():
-            out: list[int] = await self._rate(keys=keys, args=args)
+        return tracked, keys, args
+
+    @staticmethod
+    def _decision(tracked: list[ScopeLimits], out: list[int], now_ms: int) -> RateDecision:
         usages = [ScopeUsage(*out[i : i + 6]) for i in range(1, len(out), 6)]
         return build_decision(tracked, usages, out[0] == 1, now_ms)
+
+    async def check_and_consume(
+        self, scopes: Sequence[ScopeLimits], tokens: int, now: float | None = None
+    ) -> RateDecision:
+        check_scopes(scopes, tokens)
+        now_ms = self._now_ms(now)
+        tracked, keys, args = self._rate_call(scopes, tokens, now_ms)
+        if not tracked:
+            return build_decision(tracked, [], True, now_ms)
+        with _unavailable_on_failure():
+            out: list[int] = await self._rate(keys=keys, args=args)
+        return self._decision(tracked, out, now_ms)
 
     async def adjust_tokens(
         self, scopes: Sequence[ScopeLimits], delta: int, at: float, now: float | None = None
@@ -543,6 +621,28 @@ class RedisLimiter(Limiter):
 
     # -- holds ----------------------------------------------------------------------------------------------
 
+    def _reserve_call(
+        self, hold_id: str, charges: Sequence[Charge], expires_ms: int
+    ) -> tuple[list[str], list[int | str]]:
+        """The reserve script's KEYS and ARGV."""
+        check_charges(hold_id, charges)
+        keys = [self._holds_key, self._leases_key]
+        held: list[str] = []
+        args: list[int | str] = [hold_id, expires_ms, ""]
+        for c in charges:
+            key = self._prefix + "ctr:" + c.counter
+            keys.append(key)
+            held += (key, str(c.amount))
+            args += (c.amount, "" if c.cap is None else c.cap, "" if c.ttl_s is None else to_ms(c.ttl_s))
+        args[2] = orjson.dumps(held).decode()
+        return keys, args
+
+    @staticmethod
+    def _reserved(hold_id: str, out: int) -> int | None:
+        if out == -2:
+            raise ValueError(f"hold {hold_id!r} is already registered")
+        return None if out == -1 else out
+
     async def reserve(
         self,
         hold_id: str,
@@ -551,21 +651,68 @@ class RedisLimiter(Limiter):
         lease_s: float = DEFAULT_HOLD_LEASE_S,
         now: float | None = None,
     ) -> int | None:
-        check_charges(hold_id, charges)
-        keys = [self._holds_key, self._leases_key]
-        held: list[str] = []
-        args: list[int | str] = [hold_id, self._now_ms(now) + to_ms(lease_s), ""]
-        for c in charges:
-            key = self._prefix + "ctr:" + c.counter
-            keys.append(key)
-            held += (key, str(c.amount))
-            args += (c.amount, "" if c.cap is None else c.cap, "" if c.ttl_s is None else to_ms(c.ttl_s))
-        args[2] = json.dumps(held, ensure_ascii=False, separators=(",", ":"))
+        keys, args = self._reserve_call(hold_id, charges, self._now_ms(now) + to_ms(lease_s))
         with _unavailable_on_failure():
             out = int(await self._reserve(keys=keys, args=args))
-        if out == -2:
-            raise ValueError(f"hold {hold_id!r} is already registered")
-        return None if out == -1 else out
+        return self._reserved(hold_id, out)
+
+    async def admit(
+        self,
+        scopes: Sequence[ScopeLimits],
+        tokens: int,
+        hold_id: str | None = None,
+        charges: Sequence[Charge] = (),
+        *,
+        lease_s: float = DEFAULT_HOLD_LEASE_S,
+        now: float | None = None,
+    ) -> tuple[RateDecision | None, int | None]:
+        check_scopes(scopes, tokens)
+        now_ms = self._now_ms(now)
+        tracked, keys, args = self._rate_call(scopes, tokens, now_ms)
+        if not tracked:
+            keys, args = [], []
+        if hold_id is not None:
+            hold_keys, hold_args = self._reserve_call(hold_id, charges, now_ms + to_ms(lease_s))
+        elif not tracked:
+            return None, None
+        else:
+            hold_keys, hold_args = [], []
+        with _unavailable_on_failure():
+            decided, held = await self._admit(keys=[*keys, *hold_keys], args=[len(keys), len(args), *args, *hold_args])
+        decision = self._decision(tracked, decided, now_ms) if tracked else None
+        if int(held) == -3:
+            return decision, None
+        return decision, (self._reserved(hold_id, int(held)) if hold_id is not None else None)
+
+    async def finish(self, calls: Sequence[Finish], now: float | None = None) -> None:
+        if not calls:
+            return
+        window_start = self._now_ms(now) - WINDOW_MS
+        batch = []
+        for call in calls:
+            if call.hold_id is not None:
+                check_actual(call.actual)
+            at_ms = to_ms(call.at)
+            logs: list[str] = []
+            if call.token_delta and at_ms > window_start:
+                for sl in call.scopes:
+                    if sl.rpm is not None or sl.tpm is not None:
+                        base = f"{self._prefix}rl:{sl.scope}:"
+                        logs += (base + "log", base + "sums")
+            batch.append(
+                {
+                    "h": call.hold_id or "",
+                    "a": [[self._prefix + "ctr:" + name, str(v)] for name, v in call.actual.items() if v],
+                    "l": logs,
+                    "d": str(call.token_delta) if logs else "0",
+                    "t": str(at_ms),
+                    "i": self._id(),
+                    "s": [self._prefix + "slot:" + call.slot.scope, call.slot.holder] if call.slot else [],
+                }
+            )
+        payload = orjson.dumps(batch)
+        with _unavailable_on_failure():
+            await self._finish(keys=[self._holds_key, self._leases_key], args=[payload, 2 * WINDOW_MS])
 
     async def settle(self, hold_id: str, actual: Mapping[str, int]) -> bool:
         check_actual(actual)
