@@ -13,14 +13,41 @@ import pytest
 
 from tests.harness import ServerThread
 
-POSTGRES_URL = os.environ.get("OMNIRELAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+def _per_worker(url: str) -> str:
+    """Under pytest-xdist each worker has a database of its own (``test_gw0``, ``test_gw1``...), created on first
+    use: the fixtures reset a database's whole schema, which would pull it from under the other worker's tests."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return url
+    base, _, name = url.rpartition("/")
+    return f"{base}/{name}_{worker}"
+
+
+POSTGRES_URL = _per_worker(os.environ.get("OMNIRELAY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test"))
+# Redis state is kept apart by a fresh namespace per test (limiters, breakers, budgets), not per worker.
 REDIS_URL = os.environ.get("OMNIRELAY_TEST_REDIS", "redis://127.0.0.1:6379/15")
 
 
-async def _reset_postgres(url: str) -> None:
+async def _connect_creating(url: str) -> Any:
     import asyncpg
 
-    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        return await asyncpg.connect(url)
+    except asyncpg.InvalidCatalogNameError:
+        base, _, name = url.rpartition("/")
+        admin = await asyncpg.connect(f"{base}/postgres")
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        except asyncpg.DuplicateDatabaseError:
+            pass  # another worker made it first
+        finally:
+            await admin.close()
+        return await asyncpg.connect(url)
+
+
+async def _reset_postgres(url: str) -> None:
+    connection = await _connect_creating(url.replace("postgresql+asyncpg://", "postgresql://"))
     try:
         await connection.execute("DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;")
     finally:

@@ -11,18 +11,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 
+from omnirelay import heap
 from omnirelay.api.account import account_routes
 from omnirelay.api.admin import create_admin_api
+from omnirelay.api.admin_auth import SessionRoutes
 from omnirelay.api.anthropic import AnthropicSurface
 from omnirelay.api.errors import error_response
 from omnirelay.api.front import Handler, RelayFront
 from omnirelay.api.gemini import GeminiSurface
 from omnirelay.api.openai import OpenAISurface
 from omnirelay.api.relay import Relay
+from omnirelay.api.tasks import TaskRoutes
 from omnirelay.config import Settings, load_settings
 from omnirelay.errors import ErrorCode, GatewayError
 from omnirelay.gateway import Gateway
 from omnirelay.logs import configure_logging
+from omnirelay.tasks.engine import TaskEngine
+from omnirelay.tasks.poller import Poller
+from omnirelay.web.console import console_routes
 
 
 def relay_front(app: Starlette, routes: list[Route]) -> RelayFront:
@@ -46,13 +52,20 @@ def create_app(settings: Settings) -> RelayFront:
     gemini_surface = GeminiSurface(gateway, relay)
     openai_surface = OpenAISurface(gateway, relay, gemini_surface)
     anthropic_surface = AnthropicSurface(gateway, relay)
+    task_engine = TaskEngine(gateway)
+    poller = Poller(task_engine)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.start()
+        if settings.tasks.enabled:
+            poller.start()
+        heap.settle()
         try:
             yield
         finally:
+            heap.release()
+            await poller.stop()
             await gateway.stop(drain=relay.admission.drain)
 
     async def health(request: Request) -> Response:
@@ -69,13 +82,18 @@ def create_app(settings: Settings) -> RelayFront:
             *anthropic_surface.routes(),
             *gemini_surface.routes(),
             *account_routes(gateway),
+            *TaskRoutes(gateway, task_engine).routes(),
             Mount("/admin/api", app=create_admin_api(gateway)),
+            *SessionRoutes(gateway).routes(),
+            *console_routes(),
         ],
         lifespan=lifespan,
         exception_handlers={Exception: internal_error},
     )
     app.state.gateway = gateway
     app.state.relay = relay
+    app.state.tasks = task_engine
+    app.state.poller = poller
     return relay_front(app, [*openai_surface.routes(), *anthropic_surface.routes(), *gemini_surface.routes()])
 
 

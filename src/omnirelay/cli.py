@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import math
 import os
+import secrets
 import socket
 import tempfile
 from datetime import UTC, datetime
@@ -33,6 +34,12 @@ SIMULATORS: dict[str, str] = {
     "openai": "omnirelay.simulators.openai:create_openai_simulator",
     "anthropic": "omnirelay.simulators.anthropic:create_anthropic_simulator",
     "gemini": "omnirelay.simulators.gemini:create_gemini_simulator",
+    "suno": "omnirelay.simulators.tasks.suno:create_suno_simulator",
+    "kling": "omnirelay.simulators.tasks.kling:create_kling_simulator",
+    "replicate": "omnirelay.simulators.tasks.replicate:create_replicate_simulator",
+    "fal": "omnirelay.simulators.tasks.fal:create_fal_simulator",
+    "midjourney": "omnirelay.simulators.tasks.midjourney:create_midjourney_simulator",
+    "video": "omnirelay.simulators.tasks.video:create_video_simulator",
 }
 
 # What the demo serves through each simulator: (channel type, base-URL suffix, models).
@@ -40,12 +47,51 @@ DEMO_CHANNELS: dict[str, tuple[str, str, list[str]]] = {
     "openai": (
         "openai",
         "/v1",
-        ["gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "text-embedding-3-small", "gpt-3.5-turbo-instruct"],
+        [
+            "gpt-4o",
+            "gpt-4o-mini",
+            "gpt-4.1",
+            "gpt-4.1-mini",
+            "text-embedding-3-small",
+            "gpt-3.5-turbo-instruct",
+            *("dall-e-2", "dall-e-3", "gpt-image-1", "whisper-1", "gpt-4o-transcribe", "tts-1", "tts-1-hd"),
+            *("gpt-4o-mini-tts", "omni-moderation-latest"),
+        ],
     ),
     "anthropic": ("anthropic", "", ["claude-sonnet-4-5", "claude-3-5-haiku-latest"]),
     "gemini": ("gemini", "", ["gemini-2.5-flash", "gemini-2.5-pro"]),
+    "midjourney": (
+        "midjourney",
+        "",
+        ["mj_imagine", "mj_upscale", "mj_variation", "mj_reroll", "mj_blend", "mj_describe", "mj_modal", "mj_video"],
+    ),
+    "video": (
+        "video",
+        "",
+        [
+            "gen4_turbo",
+            "gen3a_turbo",
+            "ray-2",
+            "ray-flash-2",
+            "veo-3.0-generate-001",
+            "veo-3.0-fast-generate-001",
+            "pika-2.2",
+            "MiniMax-Hailuo-02",
+            "doubao-seedance-1-0-pro",
+        ],
+    ),
+    "suno": ("suno", "", ["suno_music", "suno_lyrics"]),
+    "kling": ("kling", "", ["kling-v1", "kling-v1-6", "kling-v2-1", "kling-v2-master", "kolors-virtual-try-on-v1"]),
+    "replicate": (
+        "replicate",
+        "",
+        ["flux-kontext-pro", "flux-kontext-max", "flux-pro", "flux-pro-1.1-ultra", "imagen-4.0-generate-001"],
+    ),
+    "fal": ("fal", "", ["flux-dev", "flux-schnell", "flux-pro-1.1", "kling-v2-1-master"]),
 }
 DEMO_UPSTREAM_KEY = "sim-upstream-key"
+DEMO_UPSTREAM_KEYS: dict[str, str] = {"kling": "sim-access-key|sim-secret-key"}
+"""Vendors whose key has a shape of its own (Kling: ``access_key|secret_key``, from which the gateway signs JWTs)."""
 
 
 def import_factory(target: str) -> Any:
@@ -96,6 +142,9 @@ def demo(
     port: Annotated[int, typer.Option(help="Port for the gateway.")] = 8080,
     api_key: Annotated[str | None, typer.Option("--api-key", help="Use this client key instead of a new one.")] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Where the SQLite file lives (default: a temp dir).")] = None,
+    admin_token: Annotated[
+        str | None, typer.Option("--admin-token", help="Admin token for /admin (default: a new random one).")
+    ] = None,
 ) -> None:
     """Gateway + simulated upstreams for every vendor, SQLite, no network needed."""
     from omnirelay.app import create_app
@@ -104,14 +153,14 @@ def demo(
     directory = data_dir or Path(tempfile.mkdtemp(prefix="omnirelay-demo-"))
     directory.mkdir(parents=True, exist_ok=True)
     key = api_key or new_api_key()
-    factories = available_simulators()
+    factories = {vendor: f for vendor, f in available_simulators().items() if vendor in DEMO_CHANNELS}
     sim_ports = {vendor: free_port() for vendor in factories}
     channels = [
         ChannelConfig(
             name=f"sim-{vendor}",
             type=DEMO_CHANNELS[vendor][0],
             base_url=f"http://127.0.0.1:{sim_ports[vendor]}{DEMO_CHANNELS[vendor][1]}",
-            api_keys=[DEMO_UPSTREAM_KEY],
+            api_keys=[DEMO_UPSTREAM_KEYS.get(vendor, DEMO_UPSTREAM_KEY)],
             models=DEMO_CHANNELS[vendor][2],
         )
         for vendor in factories
@@ -120,6 +169,7 @@ def demo(
         database_url=f"sqlite:///{directory / 'omnirelay.db'}",
         channels=channels,
         keys=[KeyConfig(name="demo", key=key)],
+        admin_token=admin_token or secrets.token_urlsafe(24),
     )
     base_url = f"http://{host}:{port}/v1"
     servers = [_server(factory(), "127.0.0.1", sim_ports[vendor]) for vendor, factory in factories.items()]
@@ -137,11 +187,19 @@ def demo(
             typer.echo(f"  base URL : {base_url}")
             typer.echo(f"  API key  : {key}")
             typer.echo(f"  models   : {', '.join(m for c in channels for m in c.models)}")
+            typer.echo(f"  console  : {base_url.removesuffix('/v1')}/admin (admin token: {settings.admin_token})")
             typer.echo(
                 f"  try      : curl {base_url}/chat/completions -H 'Authorization: Bearer {key}' "
                 f"-H 'Content-Type: application/json' "
                 f'-d \'{{"model":"{model}","messages":[{{"role":"user","content":"Hello!"}}]}}\''
             )
+            if "midjourney" in factories:
+                root = base_url.removesuffix("/v1")
+                typer.echo(
+                    f"  a task   : curl {root}/task/submit -H 'Authorization: Bearer {key}' "
+                    f'-H \'Content-Type: application/json\' -d \'{{"model":"mj_imagine","prompt":"a red fox"}}\''
+                    f"  then: curl '{root}/task/<task_id>?wait=30' -H 'Authorization: Bearer {key}'"
+                )
         await asyncio.gather(*tasks)
 
     asyncio.run(run())
@@ -537,6 +595,20 @@ def channels_enable(
 ) -> None:
     """Put a channel back into routing."""
     _set_channel(channel, True, None, config)
+
+
+@app.command("admin-password")
+def admin_password(
+    password: Annotated[
+        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True, help="Asked for when not given.")
+    ],
+) -> None:
+    """Print the scrypt hash of a console password, for ``admin_users: {name: <hash>}`` in the config file."""
+    from omnirelay.api.admin_auth import hash_password
+
+    if len(password) < 12:
+        _fail("use at least 12 characters")
+    typer.echo(hash_password(password))
 
 
 def main() -> None:

@@ -81,6 +81,43 @@ class KeyConfig(BaseModel):
     account: str = "default"
 
 
+class TaskSettings(BaseModel):
+    """The asynchronous task engine (Midjourney, Suno, video...)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    """Run the poller in this instance (every instance may: leases keep each task with one poller)."""
+    poll_tick_s: float = Field(default=1.0, gt=0)
+    """How often the poller looks for due tasks."""
+    claim_batch: int = Field(default=200, ge=1)
+    """Most tasks one instance claims per tick."""
+    lease_s: float = Field(default=60.0, gt=0)
+    """How long a task stays with the instance that claimed it after its next due poll; an instance that dies
+    leaves its tasks to the others once this runs out."""
+    poll_interval_scale: float = Field(default=1.0, gt=0)
+    """Multiplies every vendor's poll delays (tests: 0.02)."""
+    timeout_scale: float = Field(default=1.0, gt=0)
+    """Multiplies every vendor's task timeout."""
+    max_wait_s: float = Field(default=60.0, ge=0)
+    """Cap of ``?wait=N`` on ``GET /task/{id}``."""
+    store_results: bool = False
+    """Fetch finished results into ``storage_dir`` and hand out the gateway's own URLs (they never expire)."""
+    storage_dir: str = "./omnirelay-files"
+    public_base_url: str | None = None
+    """Base of the stored files' URLs (``https://gw.example.com``); None: the URL the client called."""
+    result_max_bytes: int = 512 * 1024 * 1024
+    webhook_secret: str | None = None
+    """HMAC-SHA256 key of webhook signatures; None: derived from the master key."""
+    webhook_allow_private: bool = False
+    """Allow webhooks to private or loopback addresses (tests, closed networks)."""
+    webhook_attempts: int = Field(default=5, ge=1)
+    webhook_backoff_s: float = Field(default=2.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    instance_id: str | None = None
+    """Name of this instance in leases and the poller's User-Agent; None: random per start."""
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -89,6 +126,8 @@ class Settings(BaseModel):
     redis_namespace: str = "default"
     """Prefix of every Redis key, so several gateways (or test runs) can share one Redis."""
     admin_token: str | None = None
+    admin_users: dict[str, str] = Field(default_factory=dict)
+    """Console sign-in by name and password: name -> scrypt hash (``omnirelay admin-password`` prints one)."""
     master_key: str | None = None
     """Fernet key that encrypts upstream keys at rest; generated beside a SQLite file when absent."""
     channels: list[ChannelConfig] = Field(default_factory=list)
@@ -101,6 +140,11 @@ class Settings(BaseModel):
     media_fetch_allow_private: bool = False
     """Allow fetching images from private/loopback addresses (tests, closed networks). Off: a client cannot make
     the gateway reach into its own network."""
+    audio_upload_max_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
+    """Largest body of ``/v1/audio/transcriptions`` and ``/translations`` (OpenAI's own limit is 25 MB a file)."""
+    image_upload_max_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
+    """Largest body of ``/v1/images/edits`` and ``/variations``, every image and the mask together (OpenAI takes
+    up to 50 MB an image for gpt-image-1, 4 MB for dall-e-2)."""
     usage_flush_interval_s: float = 0.5
     usage_batch_size: int = 500
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -121,6 +165,7 @@ class Settings(BaseModel):
     0 never disables."""
     health_check_interval_s: float | None = Field(default=None, gt=0)
     """Check every enabled channel this often (a minimal request per model); None: only on demand."""
+    tasks: TaskSettings = Field(default_factory=TaskSettings)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     """``serve``: after SIGTERM, how long in-flight calls and streams may take to finish."""
     """Safety net: reload keys and channels this often even if no invalidation message arrived."""

@@ -4,7 +4,8 @@ FastAPI and pydantic here (admin is not the hot path): bodies are validated fiel
 (``/admin/api/openapi.json``, browsable at ``/admin/api/docs``) is generated from the same models.
 
 * Auth: ``Authorization: Bearer <admin_token>``, compared in constant time. No token configured: every route answers
-  503; a missing or wrong token: 401.
+  503; a missing or wrong token: 401. The console's session cookie works too (``api/admin_auth.py``); with it, a
+  change without the session's ``X-CSRF-Token`` header is a 403.
 * Errors: ``{"error": {"code", "message", "field"}}``; bad input is a 422 whose ``field`` names the first bad field
   (``details`` lists them all); a conflict (duplicate name, a config-file channel, a used code) is a 409.
 * Money: USD in as decimal strings or numbers (at most 6 decimals); out as strings (``"12.500000"``) beside exact
@@ -38,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omnirelay.api.account import available_micros, iso, usd
+from omnirelay.api.admin_auth import COOKIE, CSRF_HEADER, session_of
 from omnirelay.api.admin_models import (
     AccountIn,
     AccountOut,
@@ -87,7 +89,7 @@ USAGE_CSV_COLUMNS = (
     "ttft_ms overhead_ms client_ip"
 ).split()
 EXPORT_PAGE = 1000
-DEFAULT_WINDOW = {"hour": timedelta(days=1), "day": timedelta(days=30)}
+DEFAULT_WINDOW = {"minute": timedelta(hours=1), "hour": timedelta(days=1), "day": timedelta(days=30)}
 """How far back an aggregate looks when no ``start`` is given."""
 
 Limit = Annotated[int, Query(ge=1, le=1000)]
@@ -166,12 +168,21 @@ _BEARER = HTTPBearer(auto_error=False, description="The admin_token from the gat
 
 
 def _admin_guard(gateway: Gateway) -> Callable[..., Any]:
-    async def require_admin(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]) -> None:
+    async def require_admin(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+    ) -> None:
         token = gateway.settings.admin_token
-        if not token:
+        if not token and not gateway.settings.admin_users:
             raise AdminError(503, "admin_disabled", "admin API disabled: set admin_token")
+        if credentials is None and COOKIE in request.cookies:  # the console: its session, and CSRF for changes
+            console = await session_of(gateway, request)
+            if console is None:
+                raise AdminError(401, "unauthorized", "the console session ended: sign in again")
+            if not console.allows(request):
+                raise AdminError(403, "csrf_failed", f"a change needs the session's {CSRF_HEADER} header")
+            return
         given = credentials.credentials if credentials is not None else ""
-        if not hmac.compare_digest(given.encode(), token.encode()):
+        if not token or not hmac.compare_digest(given.encode(), token.encode()):
             raise AdminError(
                 401, "unauthorized", "missing or wrong admin token", headers={"WWW-Authenticate": "Bearer"}
             )
@@ -227,6 +238,9 @@ def create_admin_api(gateway: Gateway) -> FastAPI:
         _usage(store),
     ):
         api.include_router(router)
+    from omnirelay.api.admin_console import console_router  # builds on this module's Store and filters
+
+    api.include_router(console_router(store))
     return api
 
 
@@ -775,17 +789,22 @@ def _usage(store: Store) -> APIRouter:
         data = [UsageRowOut.from_row(r) for r in rows]
         return page_of(data, [r.id for r in rows], limit)
 
-    @router.get("/aggregate", summary="Totals and latency percentiles per hour or day and per model, key or channel")
+    @router.get(
+        "/aggregate", summary="Totals and latency percentiles per minute, hour or day and per model, key or channel"
+    )
     async def aggregate(
         filters: Filters,
-        bucket: Literal["hour", "day"] = "hour",
+        bucket: Literal["minute", "hour", "day"] = "hour",
         by: Literal["model", "key", "channel", "account"] = "model",
+        latency: Annotated[bool, Query(description="false: skip p50/p95 (cheaper over long windows)")] = True,
     ) -> AggregateOut:
         end = filters.end or datetime.now(UTC)
         start = filters.start or end - DEFAULT_WINDOW[bucket]
+        if bucket == "minute" and end - start > timedelta(days=1):
+            raise invalid("bucket", "minute buckets cover at most a day: use hour or day for a longer window")
         window = dataclasses.replace(filters, start=start, end=end)
         async with store.read() as session:
-            rows = await admin_repo.usage_aggregate(session, window, bucket=bucket, by=by)
+            rows = await admin_repo.usage_aggregate(session, window, bucket=bucket, by=by, percentiles=latency)
             names = await admin_repo.names_for(session, by, [r.group for r in rows if r.group is not None])
         data = [AggregateRowOut.from_row(r, names.get(r.group or "", r.group)) for r in rows]
         return AggregateOut(bucket=bucket, by=by, start=iso(start), end=iso(end), data=data)

@@ -65,7 +65,9 @@ def _optional_seconds(value: object) -> float | None:
 
 
 def _channel_type(value: str) -> str:
-    if value not in CHANNEL_KINDS:
+    from omnirelay.providers.task_vendors import by_channel_type  # task vendor families are channel types too
+
+    if value not in CHANNEL_KINDS and value not in by_channel_type():
         raise ValueError(f"unknown channel type {value!r}; known: {', '.join(sorted(CHANNEL_KINDS))}")
     return value
 

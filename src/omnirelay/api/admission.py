@@ -15,11 +15,13 @@ from typing import Any
 
 import structlog
 
+from omnirelay.billing.cost import PriceUnavailable
 from omnirelay.billing.ledger import Billing, Hold
+from omnirelay.billing.meters import Meter
 from omnirelay.billing.prices import Price
 from omnirelay.errors import ErrorCode, GatewayError
 from omnirelay.formats.usage import Usage
-from omnirelay.limits import Limiter, RateDecision, ScopeLimits, Slot, rate_limit_headers
+from omnirelay.limits import Finish, Limiter, RateDecision, ScopeLimits, Slot, rate_limit_headers
 from omnirelay.providers.kinds import WireFormat
 from omnirelay.store.snapshot import KeyRecord
 
@@ -36,7 +38,7 @@ def requested_output(surface: WireFormat, body: dict[str, Any]) -> tuple[int | N
         limit = config.get("maxOutputTokens", config.get("max_output_tokens")) if isinstance(config, dict) else None
         count = config.get("candidateCount", 1) if isinstance(config, dict) else 1
         return (limit if isinstance(limit, int) else None), count if isinstance(count, int) and count > 0 else 1
-    limit = body.get("max_completion_tokens", body.get("max_tokens"))
+    limit = body.get("max_completion_tokens", body.get("max_tokens", body.get("max_output_tokens")))  # last: Responses
     count = body.get("n", 1)
     return (limit if isinstance(limit, int) else None), count if isinstance(count, int) and count > 0 else 1
 
@@ -62,6 +64,8 @@ class Ticket:
     decision: RateDecision | None = None
     slot: Slot | None = None
     settled: bool = False
+    meter: Meter | None = None
+    """Set for calls priced by unit (images, audio, speech, moderations) rather than by tokens alone."""
 
     @property
     def headers(self) -> dict[str, str]:
@@ -72,7 +76,8 @@ class Admission:
     def __init__(self, billing: Billing, limiter: Limiter) -> None:
         self.billing = billing
         self.limiter = limiter
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._ending: list[Finish] = []
+        self._finisher: asyncio.Task[None] | None = None
 
     async def admit(
         self,
@@ -84,42 +89,57 @@ class Admission:
         upstream_model: str | None,
         body: dict[str, Any],
         prompt_tokens: Callable[[], int],
+        meter: Meter | None = None,
     ) -> Ticket:
         """``prompt_tokens`` counts the prompt offline; it is called only when a token limit or a budget needs
         the number, since counting a long prompt costs more than the rest of the relay."""
         price = self.billing.price_for(model, upstream_model)
-        max_output, choices = requested_output(surface, body)
+        unit_worst = None
+        if meter is not None:
+            try:
+                unit_worst = meter.worst_case(price, key.multiplier)
+            except PriceUnavailable:
+                raise GatewayError(
+                    ErrorCode.not_priced,
+                    f"The model '{model}' has no price for this endpoint's unit; the operator must price it.",
+                    param="model",
+                ) from None
+        max_output, choices = requested_output(surface, body) if meter is None else (0, 1)
         scopes = scopes_of(key)
         needs_count = key.budgeted or any(scope.tpm is not None for scope in scopes)
         prompt = prompt_tokens() if needs_count else 0
         admitted_tokens = prompt + (max_output or 0) * choices
-        decision = None
-        if scopes:
-            decision = await self.limiter.check_and_consume(scopes, admitted_tokens)
-            if not decision.allowed:
-                raise self._rate_refusal(decision)
-        slot = None
+        worst, charges = 0, []
+        if key.budgeted:
+            output = max_output * choices if max_output is not None else None
+            worst = self.billing.worst_case(price, key, prompt, output) if unit_worst is None else unit_worst
+            charges = self.billing.charges(key, worst)
+        # One step (one Redis round trip): the rate windows, then the budget hold if the rate admits the call.
+        decision, refused = await self.limiter.admit(
+            scopes,
+            admitted_tokens,
+            request_id if key.budgeted else None,
+            charges,
+            lease_s=self.billing.hold_lease_s,
+        )
+        if decision is not None and not decision.allowed:
+            raise self._rate_refusal(decision)
+        if refused is not None:
+            raise self.billing.refusal(charges[refused], key, worst)
+        hold = Hold(request_id, key, price, worst, tuple(c.counter for c in charges)) if key.budgeted else None
+        ticket = Ticket(price, admitted_tokens, hold, scopes, decision, None, meter=meter)
         if key.max_concurrency is not None:
-            slot = await self.limiter.acquire_slot(f"key:{key.id}", key.max_concurrency)
-            if slot is None:
-                await self._undo_rate(scopes, decision, admitted_tokens)
+            ticket.slot = await self.limiter.acquire_slot(f"key:{key.id}", key.max_concurrency)
+            if ticket.slot is None:
+                # Nothing was sent: the hold goes back whole and the tokens leave the windows.
+                ticket.settled = True
+                self._end(ticket, 0, -admitted_tokens)
                 raise GatewayError(
                     ErrorCode.rate_limited,
                     f"This API key allows {key.max_concurrency} concurrent requests; wait for one to finish.",
                     retry_after=1,
                 )
-        hold = None
-        if key.budgeted:
-            output = max_output * choices if max_output is not None else None
-            worst = self.billing.worst_case(price, key, prompt, output)
-            try:
-                hold = await self.billing.reserve(request_id, key, price, worst)
-            except GatewayError:
-                if slot is not None:
-                    await self.limiter.release(slot)
-                await self._undo_rate(scopes, decision, admitted_tokens)
-                raise
-        return Ticket(price, admitted_tokens, hold, scopes, decision, slot)
+        return ticket
 
     def _rate_refusal(self, decision: RateDecision) -> GatewayError:
         kind = decision.kind or "requests"
@@ -139,37 +159,51 @@ class Admission:
             headers=rate_limit_headers(decision),
         )
 
-    async def _undo_rate(self, scopes: list[ScopeLimits], decision: RateDecision | None, tokens: int) -> None:
-        """A refused call does not count against the token window (its request still counts, as at OpenAI)."""
-        if decision is not None and tokens:
-            await self.limiter.adjust_tokens(scopes, -tokens, decision.at)
-
     def settle(self, ticket: Ticket, key: KeyRecord, usage: Usage) -> int:
         """Cost of the call; schedules the counter, window and slot updates. Idempotent per ticket."""
         if ticket.settled:
             return 0
         ticket.settled = True
-        cost = self.billing.cost(ticket.price, key, usage)
+        if ticket.meter is not None:
+            cost = ticket.meter.cost(ticket.price, usage, key.multiplier)
+        else:
+            cost = self.billing.cost(ticket.price, key, usage)
         if ticket.hold is None and ticket.decision is None and ticket.slot is None:
             return cost  # nothing held, nothing to give back
-        task = asyncio.get_running_loop().create_task(self._settle(ticket, usage, cost))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._end(ticket, cost, usage.total_tokens - ticket.admitted_tokens)
         return cost
 
-    async def _settle(self, ticket: Ticket, usage: Usage, cost: int) -> None:
+    def _end(self, ticket: Ticket, cost: int, token_delta: int) -> None:
+        """Queue the limiter's side of a call's end: its hold settled at ``cost``, its tokens corrected by
+        ``token_delta``, its slot released. Ends queued in one turn of the event loop go to the limiter as one
+        batch (one Redis round trip for all of them)."""
+        hold, decision = ticket.hold, ticket.decision
+        self._ending.append(
+            Finish(
+                hold.hold_id if hold is not None else None,
+                dict.fromkeys(hold.counters, cost) if hold is not None else {},
+                ticket.scopes,
+                token_delta if decision is not None else 0,
+                decision.at if decision is not None else 0.0,
+                ticket.slot,
+            )
+        )
+        if self._finisher is None:
+            self._finisher = asyncio.get_running_loop().create_task(self._finish_queued(), name="limiter-finish")
+
+    async def _finish_queued(self) -> None:
         try:
-            if ticket.hold is not None:
-                await self.billing.settle(ticket.hold, cost)
-            if ticket.decision is not None:
-                delta = usage.total_tokens - ticket.admitted_tokens
-                if delta:
-                    await self.limiter.adjust_tokens(ticket.scopes, delta, ticket.decision.at)
-            if ticket.slot is not None:
-                await self.limiter.release(ticket.slot)
-        except Exception as exc:  # the limiter is away; leases and windows expire on their own
-            log.error("settlement_failed", error=type(exc).__name__)
+            while self._ending:
+                await asyncio.sleep(0)  # let the calls ending in this turn join the batch
+                batch, self._ending = self._ending, []
+                try:
+                    await self.limiter.finish(batch)
+                except Exception as exc:  # the limiter is away; leases and windows expire on their own
+                    log.error("settlement_failed", error=type(exc).__name__, calls=len(batch))
+        finally:
+            self._finisher = None
 
     async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """Wait until every queued end reached the limiter."""
+        while self._finisher is not None:
+            await asyncio.shield(self._finisher)

@@ -76,7 +76,8 @@ class AnthropicSurface:
         try:
             call = await self._parse(request, "count_tokens")
             candidates = self.gateway.registry.candidates(call.model)
-            if candidates and CHANNEL_KINDS[candidates[0].channel.type].wire_format == "anthropic":
+            kind = CHANNEL_KINDS.get(candidates[0].channel.type) if candidates else None
+            if kind is not None and kind.wire_format == "anthropic":
                 return await self.relay.handle(call)
             count = tokens.count_anthropic_prompt(call.model, call.body)
             return Response(orjson.dumps({"input_tokens": count}), media_type="application/json")

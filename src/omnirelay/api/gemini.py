@@ -88,7 +88,8 @@ class GeminiSurface:
 
     def _served_natively(self, model: str) -> bool:
         candidates = self.gateway.registry.candidates(model)
-        return bool(candidates) and CHANNEL_KINDS[candidates[0].channel.type].wire_format == "gemini"
+        kind = CHANNEL_KINDS.get(candidates[0].channel.type) if candidates else None  # None: a task vendor
+        return kind is not None and kind.wire_format == "gemini"
 
     async def list_models(self, request: Request) -> Response:
         try:

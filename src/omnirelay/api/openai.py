@@ -16,12 +16,21 @@ from omnirelay.api.anthropic import anthropic_key, anthropic_model, anthropic_mo
 from omnirelay.api.common import bearer_token, client_ip, read_json_body
 from omnirelay.api.errors import error_response
 from omnirelay.api.gemini import GeminiSurface, is_gemini_request
+from omnirelay.api.media import MediaSurface
 from omnirelay.api.relay import Call, Relay
 from omnirelay.errors import ErrorCode, GatewayError
+from omnirelay.formats.ir import InvalidRequest
+from omnirelay.formats.rerank import check_rerank_request
 from omnirelay.gateway import Gateway
 
 # Fields without which the endpoint cannot work, named in the 400 as OpenAI names them.
-REQUIRED_FIELDS = {"chat": ("model", "messages"), "completions": ("model", "prompt"), "embeddings": ("model", "input")}
+REQUIRED_FIELDS = {
+    "chat": ("model", "messages"),
+    "completions": ("model", "prompt"),
+    "embeddings": ("model", "input"),
+    "responses": ("model", "input"),
+    "rerank": ("model", "query", "documents"),
+}
 
 
 class OpenAISurface:
@@ -29,14 +38,18 @@ class OpenAISurface:
         self.gateway = gateway
         self.relay = relay
         self.gemini = gemini
+        self.media = MediaSurface(gateway, relay)
 
     def routes(self) -> list[Route]:
         return [
             Route("/v1/chat/completions", self._endpoint("chat"), methods=["POST"]),
             Route("/v1/completions", self._endpoint("completions"), methods=["POST"]),
             Route("/v1/embeddings", self._endpoint("embeddings"), methods=["POST"]),
+            Route("/v1/responses", self._endpoint("responses"), methods=["POST"]),
+            Route("/v1/rerank", self._endpoint("rerank"), methods=["POST"]),
             Route("/v1/models", self.list_models, methods=["GET"]),
             Route("/v1/models/{target:path}", self.get_model, methods=["GET"]),
+            *self.media.routes(),
         ]
 
     def _endpoint(self, endpoint: str):  # type: ignore[no-untyped-def]
@@ -60,6 +73,11 @@ class OpenAISurface:
             raise GatewayError(ErrorCode.invalid_request, "'model' must be a string.", param="model")
         if endpoint == "chat" and not isinstance(body["messages"], list):
             raise GatewayError(ErrorCode.invalid_request, "'messages' must be an array.", param="messages")
+        if endpoint == "rerank":
+            try:
+                check_rerank_request(body)
+            except InvalidRequest as exc:
+                raise GatewayError(ErrorCode.invalid_request, exc.message, param=exc.param) from None
         self.gateway.check_model(key, model)
         call = Call(
             surface="openai",

@@ -9,9 +9,11 @@ for the batch writer when the call ends, however it ends: success, upstream erro
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -23,6 +25,7 @@ from starlette.responses import Response, StreamingResponse
 
 from omnirelay.api.admission import Admission, Ticket
 from omnirelay.billing import tokens
+from omnirelay.billing.meters import Meter
 from omnirelay.errors import Blame, ErrorCode, GatewayError
 from omnirelay.formats.anthropic_messages import anthropic_usage_to_ir
 from omnirelay.formats.errors import error_event
@@ -30,13 +33,17 @@ from omnirelay.formats.gemini import gemini_usage_to_ir
 from omnirelay.formats.ir import FetchedMedia, NeedsFetch, TranslationError, UnsupportedField
 from omnirelay.formats.ir import InvalidRequest as TranslationInvalid
 from omnirelay.formats.openai_chat import openai_usage_to_ir
+from omnirelay.formats.openai_responses import responses_field, responses_usage_to_ir
 from omnirelay.formats.passthrough import ObservedStream, OpenAIPassthroughStream, ensure_stream_usage, replace_model
+from omnirelay.formats.rerank import rerank_usage_to_ir
+from omnirelay.formats.responses_stream import ResponsesPassthroughStream
 from omnirelay.formats.translate import (
     CallContext,
     StreamTranslator,
     parse_response,
     render_response,
     translate_request,
+    translate_responses_request,
 )
 from omnirelay.formats.usage import Usage
 from omnirelay.gateway import Gateway
@@ -64,6 +71,12 @@ USAGE_FIELDS: dict[WireFormat, tuple[str, Any]] = {
     "gemini": ("usageMetadata", gemini_usage_to_ir),
 }
 
+# Usage in whole bodies of OpenAI endpoints whose shape differs from chat's: a reader of the parsed body.
+ENDPOINT_USAGE: dict[str, Callable[[dict[str, Any]], Usage | None]] = {
+    "responses": lambda body: responses_usage_to_ir(body["usage"]) if isinstance(body.get("usage"), dict) else None,
+    "rerank": rerank_usage_to_ir,
+}
+
 # Offline prompt counters per client format, for calls whose upstream reports no usage.
 PROMPT_COUNTERS: dict[WireFormat, Any] = {
     "openai": tokens.count_openai_chat_prompt,
@@ -72,8 +85,47 @@ PROMPT_COUNTERS: dict[WireFormat, Any] = {
 }
 
 
-def new_request_id() -> str:
-    return "req_" + os.urandom(12).hex()
+@contextlib.contextmanager
+def translation_errors(
+    fetched: dict[str, FetchedMedia] | None, *, media_param: str, field_name: Callable[[str], str] = str
+) -> Iterator[None]:
+    """A translator's refusals as the client's 400, naming the field as the client's format spells it
+    (``field_name``). ``NeedsFetch`` goes on up, unless the media were fetched already and still did not fit."""
+    try:
+        yield
+    except UnsupportedField as exc:
+        field = field_name(exc.field)
+        message = exc.message if field == exc.field else exc.message.replace(f"'{exc.field}'", f"'{field}'", 1)
+        raise GatewayError(ErrorCode.invalid_request, message, param=field) from None
+    except TranslationInvalid as exc:
+        raise GatewayError(ErrorCode.invalid_request, exc.message, param=exc.param) from None
+    except NeedsFetch:
+        if fetched is not None:
+            raise GatewayError(
+                ErrorCode.invalid_request, "Images given by URL could not all be inlined.", param=media_param
+            ) from None
+        raise
+    except TranslationError as exc:
+        raise GatewayError(ErrorCode.invalid_request, str(exc)) from None
+
+
+class _RequestIds:
+    """``req_`` + a random per-process prefix + a counter: unique across instances and workers (the prefix is
+    drawn again in a forked child) without a ``getrandom`` system call per request."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = "req_" + os.urandom(6).hex()
+        self.counter = itertools.count(int.from_bytes(os.urandom(3)))
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter):012x}"
+
+
+new_request_id = _RequestIds()
 
 
 class StreamTap(Protocol):
@@ -95,6 +147,30 @@ class StreamTap(Protocol):
     def feed(self, chunk: bytes) -> bytes: ...
 
     def finish(self) -> bytes: ...
+
+
+class RawStream:
+    """A binary answer (speech audio, or its SSE form) relayed chunk by chunk as it arrives. Its cost comes from
+    the call's meter, which reads the end of the stream once it is complete (SSE speech reports usage last)."""
+
+    finished = True
+    error: object | None = None
+    TAIL = 65536
+
+    def __init__(self, meter: Meter | None = None) -> None:
+        self.usage: Usage | None = Usage()
+        self.produced: list[str] = []
+        self._meter = meter
+        self._tail = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        self._tail = (self._tail + chunk)[-self.TAIL :]
+        return chunk
+
+    def finish(self) -> bytes:
+        if self._meter is not None:
+            self.usage = self._meter.read(self._tail)
+        return b""
 
 
 @dataclass(slots=True)
@@ -123,6 +199,12 @@ class Call:
     first_token_at: float | None = None
     finished: bool = False
     """Set by ``Relay._finish``: a call is settled and logged once, however many attempts it took."""
+    meter: Meter | None = None
+    """Unit-priced calls (images, audio, speech, moderations): reserves and settles instead of token pricing."""
+    raw_stream: bool = False
+    """The answer is binary (speech): relayed as it arrives with the upstream's content type, no SSE handling."""
+    rebuild: Callable[[str], bytes] | None = None
+    """The body for another upstream model name, when it is not JSON (a multipart upload)."""
 
     def overhead_ms(self, now: float | None = None) -> float:
         end = now if now is not None else time.perf_counter()
@@ -157,6 +239,7 @@ class Relay:
                 upstream_model=plan.primary_upstream_model,
                 body=call.body,
                 prompt_tokens=lambda: self._prompt_tokens(call),
+                meter=call.meter,
             )
         except GatewayError as err:
             self._finish(call, Usage(), err.status, err.code.name)
@@ -210,6 +293,13 @@ class Relay:
 
     async def _prepare_fetching(self, call: Call, candidate: Candidate) -> Prepared:
         """``_prepare``, fetching image URLs first when the channel's format only takes inline bytes."""
+        if candidate.channel.type not in CHANNEL_KINDS:  # a task vendor's channel: no chat-shaped call fits it
+            raise GatewayError(
+                ErrorCode.invalid_request,
+                f"The model '{call.model}' is an asynchronous task model: submit it on its task route "
+                "(POST /task/submit, /mj/submit/..., /v1/video/generations...).",
+                param="model",
+            )
         try:
             return self._prepare(call, candidate)
         except NeedsFetch as need:
@@ -228,11 +318,16 @@ class Relay:
         (and ``fetched`` does not have them yet)."""
         upstream_format = CHANNEL_KINDS[candidate.channel.type].wire_format
         model = candidate.upstream_model
+        kind = CHANNEL_KINDS[candidate.channel.type]
+        if call.endpoint == "responses" and not kind.responses_api:
+            return self._translate_responses(call, candidate, upstream_format, fetched)
         if upstream_format == call.surface:
             body, hide_usage = call.raw, False
-            if upstream_format == "openai" and call.stream:
+            if upstream_format == "openai" and call.stream and call.endpoint in ("chat", "completions"):
                 body, hide_usage = ensure_stream_usage(body, call.body)
-            if upstream_format != "gemini":  # Gemini names the model in the URL
+            if call.rebuild is not None:
+                body = call.rebuild(model)
+            elif upstream_format != "gemini":  # Gemini names the model in the URL
                 body = replace_model(body, call.body, model)
             path = upstream_path(upstream_format, call.endpoint, model, call.stream, gemini_sse=call.gemini_sse)
             return Prepared(path, body, upstream_format, hide_usage=hide_usage)
@@ -242,7 +337,7 @@ class Relay:
                 f"'{call.endpoint}' calls to a {upstream_format} channel are not supported "
                 f"(model '{call.model}' is served by one).",
             )
-        try:
+        with translation_errors(fetched, media_param="messages"):
             translated = translate_request(
                 call.surface,
                 upstream_format,
@@ -257,18 +352,22 @@ class Relay:
                 response_model=call.model,
                 fetched=fetched,
             )
-        except UnsupportedField as exc:
-            raise GatewayError(ErrorCode.invalid_request, exc.message, param=exc.field) from None
-        except TranslationInvalid as exc:
-            raise GatewayError(ErrorCode.invalid_request, exc.message, param=exc.param) from None
-        except NeedsFetch:
-            if fetched is not None:
-                raise GatewayError(
-                    ErrorCode.invalid_request, "Images given by URL could not all be inlined.", param="messages"
-                ) from None
-            raise
-        except TranslationError as exc:
-            raise GatewayError(ErrorCode.invalid_request, str(exc)) from None
+        path = upstream_path(upstream_format, "chat", translated.model, translated.stream)
+        return Prepared(path, translated.body, upstream_format, context=translated.context)
+
+    def _translate_responses(
+        self, call: Call, candidate: Candidate, upstream_format: WireFormat, fetched: dict[str, FetchedMedia] | None
+    ) -> Prepared:
+        """A Responses call to a channel without ``/v1/responses``: translated to the channel's chat."""
+        with translation_errors(fetched, media_param="input", field_name=responses_field):
+            translated = translate_responses_request(
+                upstream_format,
+                call.body,
+                upstream_model=candidate.upstream_model,
+                fetched=fetched,
+                created=int(time.time()),
+                response_model=call.model,
+            )
         path = upstream_path(upstream_format, "chat", translated.model, translated.stream)
         return Prepared(path, translated.body, upstream_format, context=translated.context)
 
@@ -297,9 +396,15 @@ class Relay:
                 ErrorCode.upstream_error, f"upstream channel '{candidate.channel.name}' sent an empty stream"
             )
         self.gateway.router.succeeded(candidate)
+        if call.meter is not None:
+            call.meter.delivered()
         tap: StreamTap
-        if prepared.context is not None:
+        if call.raw_stream:
+            tap = RawStream(call.meter)
+        elif prepared.context is not None:
             tap = StreamTranslator(prepared.context)
+        elif call.endpoint == "responses":
+            tap = ResponsesPassthroughStream()
         elif prepared.upstream_format == "openai":
             tap = OpenAIPassthroughStream(prepared.hide_usage)
         else:
@@ -321,18 +426,28 @@ class Relay:
                 ) from exc
             usage = answer.usage if answer.usage is not None else self._estimate(call, [])
             payload = orjson.dumps(render_response(prepared.context, answer))
+        elif call.meter is not None:
+            usage = call.meter.read(payload)
         else:
             usage = self._usage_of_body(call, prepared.upstream_format, payload)
         self.gateway.router.succeeded(candidate)
         headers = self._headers(call)
         self._finish(call, usage, 200, None)
-        return Response(payload, status_code=200, headers=headers, media_type="application/json")
+        media_type = "application/json"
+        if call.meter is not None:  # transcripts may be text, srt or vtt
+            media_type = response.headers.get("content-type", media_type)
+        return Response(payload, status_code=200, headers=headers, media_type=media_type)
 
     def _usage_of_body(self, call: Call, fmt: WireFormat, payload: bytes) -> Usage:
         try:
             parsed = orjson.loads(payload)
         except orjson.JSONDecodeError:
             parsed = None
+        special = ENDPOINT_USAGE.get(call.endpoint) if fmt == "openai" else None
+        if special is not None and isinstance(parsed, dict):
+            found = special(parsed)
+            if found is not None:
+                return found
         name, reader = USAGE_FIELDS[fmt]
         raw_usage = parsed.get(name) if isinstance(parsed, dict) else None
         if isinstance(raw_usage, dict):
@@ -350,6 +465,9 @@ class Relay:
             if call.endpoint in ("embeddings", "completions"):
                 value = call.body.get("input", call.body.get("prompt"))
                 call.prompt_tokens = tokens.count_openai_text_input(call.model, value)
+            elif call.endpoint in ENDPOINT_PROMPTS:
+                texts = ENDPOINT_PROMPTS[call.endpoint](call.body)
+                call.prompt_tokens = tokens.count_openai_text_input(call.model, texts)
             else:
                 call.prompt_tokens = int(PROMPT_COUNTERS[call.surface](call.model, call.body))
         return call.prompt_tokens
@@ -373,6 +491,8 @@ class Relay:
         media_type = "text/event-stream; charset=utf-8"
         if call.surface == "gemini" and not call.gemini_sse:
             media_type = "application/json; charset=utf-8"
+        if call.raw_stream:
+            media_type = response.headers.get("content-type", "application/octet-stream")
         stream = self._relay_stream(call, candidate, response, tap, watchdog, first)
         return StreamingResponse(stream, headers=headers, media_type=media_type)
 
@@ -414,7 +534,9 @@ class Relay:
             failure = watchdog.error(exc)
             stalled = failure.code is ErrorCode.upstream_timeout
             status, error_code = (504, "upstream_stream_stalled") if stalled else (502, "upstream_stream_broken")
-            tail = tap.finish() if isinstance(tap, StreamTranslator) else b""
+            tail = tap.finish() if isinstance(tap, StreamTranslator | ResponsesPassthroughStream) else b""
+            if call.raw_stream:
+                return  # audio has no error event: the client sees the body end early
             yield tail or error_event(
                 call.surface,
                 "upstream_timeout" if stalled else "upstream_error",
@@ -503,6 +625,28 @@ class Relay:
             },
             cost,
         )
+
+
+def _texts_of(value: object, out: list[str]) -> list[str]:
+    """Every string inside a JSON value: a rough prompt for endpoints whose bodies are not chat messages."""
+    if isinstance(value, str):
+        out.append(value)
+    elif isinstance(value, list):
+        for item in value:
+            _texts_of(item, out)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if key not in ("type", "role", "id", "call_id", "image_url", "file_data", "data"):
+                _texts_of(item, out)
+    return out
+
+
+# What to count as the prompt of endpoints with their own body shape (reservation and token limits only: the
+# upstream's usage, or its own estimate, is what gets billed).
+ENDPOINT_PROMPTS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "responses": lambda body: _texts_of([body.get("instructions"), body.get("input"), body.get("tools")], []),
+    "rerank": lambda body: _texts_of([body.get("query"), body.get("documents")], []),
+}
 
 
 def _scrub(message: str, candidate: Candidate) -> str:

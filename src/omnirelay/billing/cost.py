@@ -40,7 +40,8 @@ def cost_of_tokens(price: Price, usage: Usage, multiplier: RatioLike = 1) -> Mic
     ``per_request``, times ``multiplier``, rounded up once.
 
     ``usage.input_tokens`` includes cached and cache-write tokens (the canonical :class:`Usage`); only the rest is
-    billed at the input rate. Reasoning tokens are part of ``output_tokens``. A usage without a single token
+    billed at the input rate. Reasoning tokens are part of ``output_tokens``. Audio tokens (part of input and
+    output) cost the price's audio rates when it has them. A usage without a single token
     costs zero, flat fee included: no tokens means the upstream produced nothing (an error or an abort before
     work), and that is never billed. Negative counts from a confused adapter count as zero.
     """
@@ -53,18 +54,32 @@ def cost_of_tokens(price: Price, usage: Usage, multiplier: RatioLike = 1) -> Mic
     if not (inp or out or cached or write):
         return 0
     rates = _token_rates(price, max(inp, cached + write))
-    plain = inp - cached - write
+    audio_in, audio_out = _audio_parts(usage, inp - cached - write, out)
+    plain = inp - cached - write - audio_in
     if plain < 0:
         plain = 0
     scaled = (
         plain * rates.input_per_mtok
         + cached * rates.cached_input_per_mtok
         + write * rates.cache_write_per_mtok
-        + out * rates.output_per_mtok
+        + (out - audio_out) * rates.output_per_mtok
+        + audio_in * _or(price.audio_input_per_mtok, rates.input_per_mtok)
+        + audio_out * _or(price.audio_output_per_mtok, rates.output_per_mtok)
         + price.per_request * TOKENS_PER_MTOK
     )
     num, den = as_ratio(multiplier)
     return ceil_div(scaled * num, TOKENS_PER_MTOK * den)
+
+
+def _or(rate: int | None, default: int) -> int:
+    return default if rate is None else rate
+
+
+def _audio_parts(usage: Usage, uncached_input: int, output: int) -> tuple[int, int]:
+    """Audio input and output tokens, clamped into the uncached input and the output they are part of."""
+    audio_in = min(max(usage.audio_input_tokens, 0), max(uncached_input, 0))
+    audio_out = min(max(usage.audio_output_tokens, 0), output)
+    return audio_in, audio_out
 
 
 def worst_case_output_tokens(price: Price, prompt_tokens: int, max_output_tokens: int | None) -> int:
@@ -95,8 +110,14 @@ def worst_case_cost(
     prompt = prompt_tokens if prompt_tokens > 0 else 0
     out = worst_case_output_tokens(price, prompt, max_output_tokens)
     rates = _token_rates(price, prompt)
-    input_rate = max(rates.input_per_mtok, rates.cached_input_per_mtok, rates.cache_write_per_mtok)
-    scaled = prompt * input_rate + out * rates.output_per_mtok + price.per_request * TOKENS_PER_MTOK
+    input_rate = max(
+        rates.input_per_mtok,
+        rates.cached_input_per_mtok,
+        rates.cache_write_per_mtok,
+        _or(price.audio_input_per_mtok, 0),
+    )
+    output_rate = max(rates.output_per_mtok, _or(price.audio_output_per_mtok, 0))
+    scaled = prompt * input_rate + out * output_rate + price.per_request * TOKENS_PER_MTOK
     num, den = as_ratio(multiplier)
     return ceil_div(scaled * num, TOKENS_PER_MTOK * den)
 
@@ -187,12 +208,16 @@ def describe_token_cost(price: Price, usage: Usage, multiplier: RatioLike = 1) -
         return "free = $0.000000"
     inp, cached, write = (max(n, 0) for n in (usage.input_tokens, usage.cached_input_tokens, usage.cache_write_tokens))
     rates = _token_rates(price, max(inp, cached + write))
+    out = max(usage.output_tokens, 0)
+    audio_in, audio_out = _audio_parts(usage, inp - cached - write, out)
     terms = []
     for count, label, rate in (
-        (max(inp - cached - write, 0), "in", rates.input_per_mtok),
+        (max(inp - cached - write - audio_in, 0), "in", rates.input_per_mtok),
         (cached, "cached", rates.cached_input_per_mtok),
         (write, "cache-write", rates.cache_write_per_mtok),
-        (max(usage.output_tokens, 0), "out", rates.output_per_mtok),
+        (audio_in, "audio in", _or(price.audio_input_per_mtok, rates.input_per_mtok)),
+        (out - audio_out, "out", rates.output_per_mtok),
+        (audio_out, "audio out", _or(price.audio_output_per_mtok, rates.output_per_mtok)),
     ):
         if count:
             terms.append(f"{count} {label} x ${micros_to_usd_str(rate, trim=True)}/M")

@@ -96,7 +96,8 @@ class Billing:
     def cost(self, price: Price, key: KeyRecord, usage: Usage) -> int:
         return cost_of_tokens(price, usage, key.multiplier)
 
-    def _charges(self, key: KeyRecord, amount: int) -> list[Charge]:
+    def charges(self, key: KeyRecord, amount: int) -> list[Charge]:
+        """The budget counters a charge of ``amount`` to ``key`` moves, each with its cap."""
         charges = [
             Charge(
                 account_counter(key.account_id), amount, None if key.account_unlimited else key.account_credits_micros
@@ -130,13 +131,14 @@ class Billing:
             self._seeded.update(fresh)
 
     async def reserve(self, hold_id: str, key: KeyRecord, price: Price, amount: int) -> Hold:
-        charges = self._charges(key, amount)
+        charges = self.charges(key, amount)
         refused = await self.limiter.reserve(hold_id, charges, lease_s=self.hold_lease_s)
         if refused is not None:
-            raise self._refusal(charges[refused], key, amount)
+            raise self.refusal(charges[refused], key, amount)
         return Hold(hold_id, key, price, amount, tuple(c.counter for c in charges))
 
-    def _refusal(self, charge: Charge, key: KeyRecord, amount: int) -> GatewayError:
+    def refusal(self, charge: Charge, key: KeyRecord, amount: int) -> GatewayError:
+        """The client's error when ``charge`` (of a reservation of ``amount``) did not fit its cap."""
         need = micros_to_usd_str(amount, trim=True)
         if charge.counter.startswith("key:"):
             message = f"This API key has reached its spend cap; this request may cost up to ${need}."
@@ -153,6 +155,23 @@ class Billing:
             await self.limiter.settle(hold.hold_id, dict.fromkeys(hold.counters, cost))
         except Exception as exc:  # Redis away: the lease expires and the sweeper releases the hold
             log.error("settle_failed", hold=hold.hold_id, error=type(exc).__name__)
+
+    def counters(self, key: KeyRecord) -> tuple[str, ...]:
+        """The budget counters a charge of this key moves (none when no budget applies to it)."""
+        if not key.budgeted:
+            return ()
+        return tuple(charge.counter for charge in self.charges(key, 0))
+
+    async def adjust(self, key: KeyRecord, delta: int) -> None:
+        """Move every budget counter of ``key`` by ``delta`` with no cap check: a charge already written to the
+        ledger (a task re-priced on success, or refunded), so the counters follow the database."""
+        if not delta or not key.budgeted:
+            return
+        try:
+            for counter in self.counters(key):
+                await self.limiter.add(counter, delta, ttl_s=MONTH_TTL_S if ":month:" in counter else None)
+        except Exception as exc:  # Redis away: the counters drift until reseeded; the ledger is right
+            log.error("counter_adjust_failed", key=key.id, error=type(exc).__name__)
 
     async def release_expired(self) -> int:
         return await self.limiter.release_expired()

@@ -636,6 +636,8 @@ def ir_to_gemini_request(request: IRRequest, *, fetched: Mapping[str, FetchedMed
             continue
         if extra.field.startswith("generationConfig."):
             config[extra.field.split(".", 1)[1]] = extra.value
+        elif extra.field == "modalities" and isinstance(extra.value, list):  # an OpenAI client asking for images
+            config["responseModalities"] = [str(m).upper() for m in extra.value]
         elif extra.field == "toolConfig" and isinstance(extra.value, dict):
             body["toolConfig"] = {**extra.value, **as_obj(body.get("toolConfig") or {}, "toolConfig")}
         else:

@@ -19,12 +19,16 @@ from omnirelay.formats.gemini import (
     gemini_usage_to_ir,
     ir_usage_to_gemini,
     loose_arguments,
+    standard_base64,
     wrap_signature,
 )
+from omnirelay.formats.images import kind_of
 from omnirelay.formats.ir import (
     SYNTHETIC_ID_PREFIX,
     Finish,
     FinishReason,
+    MediaOutput,
+    MediaPart,
     StreamEnd,
     StreamError,
     StreamEvent,
@@ -249,8 +253,13 @@ class GeminiStreamDecoder:
             if signature:
                 events.append(ThinkingSignature(signature, "gemini", idx))
             call = obj_or_none(part.get("functionCall"))
+            inline = obj_or_none(part.get("inlineData"))
             if text:
                 events.append(TextDelta(text, idx))
+            elif inline is not None and isinstance(inline.get("data"), str):
+                media_type = str_or_none(inline.get("mimeType")) or "application/octet-stream"
+                image = MediaPart(kind_of(media_type), media_type, data=standard_base64(str(inline["data"])))
+                events.append(MediaOutput(image, idx))
             elif call is not None:
                 position = self._calls.get(idx, 0)
                 self._calls[idx] = position + 1

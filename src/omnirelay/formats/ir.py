@@ -339,6 +339,14 @@ class ToolCallDelta:
 
 
 @dataclass(slots=True)
+class MediaOutput:
+    """A whole generated image (Gemini image models' ``inlineData``), sent as one event."""
+
+    part: MediaPart
+    choice: int = 0
+
+
+@dataclass(slots=True)
 class UsageUpdate:
     usage: Usage
     """Cumulative: the latest one replaces earlier ones."""
@@ -374,6 +382,7 @@ StreamEvent = (
     | RedactedThinking
     | ToolCallStart
     | ToolCallDelta
+    | MediaOutput
     | UsageUpdate
     | Finish
     | StreamError

@@ -142,6 +142,8 @@ def openai_usage_to_ir(usage: JSONObject) -> Usage:
         cached_input_tokens=int_or_zero(prompt_details, "cached_tokens"),
         cache_write_tokens=int_or_zero(prompt_details, "cache_write_tokens"),
         reasoning_tokens=int_or_zero(completion_details, "reasoning_tokens"),
+        audio_input_tokens=int_or_zero(prompt_details, "audio_tokens"),
+        audio_output_tokens=int_or_zero(completion_details, "audio_tokens"),
     )
 
 
@@ -388,8 +390,11 @@ def openai_request_to_ir(body: JSONObject, *, model: str | None = None) -> IRReq
     request.logprobs = opt_bool(body, "logprobs")
     request.top_logprobs = opt_int(body, "top_logprobs")
     modalities = [as_str(m, "modalities") for m in opt_list(body, "modalities")]
-    if any(m != "text" for m in modalities):
+    if "audio" in modalities:
         request.extras.append(VendorExtra("openai", "modalities", modalities, reason="audio output"))
+    elif "image" in modalities:
+        # Image output is Gemini's (its image models); the Gemini encoder turns this into responseModalities.
+        request.extras.append(VendorExtra("gemini", "modalities", modalities, reason="image output"))
     for key, value in body.items():
         if key in HANDLED_FIELDS or key in DROPPED_FIELDS or value is None:
             continue
@@ -457,11 +462,14 @@ def _assistant_to_openai(message: Message, *, reasoning_out: bool) -> JSONObject
     reasoning: list[str] = []
     blocks: list[JSONObject] = []
     calls: list[JSONObject] = []
+    images: list[JSONObject] = []
     signature: str | None = None
     for part in message.parts:
         if isinstance(part, TextPart):
             texts.append(part.text)
             signature = None
+        elif isinstance(part, MediaPart) and reasoning_out and part.kind == "image" and part.data is not None:
+            images.append(image_output_entry(part))
         elif isinstance(part, ThinkingPart):
             if reasoning_out and not part.redacted and part.text:
                 reasoning.append(part.text)
@@ -487,7 +495,15 @@ def _assistant_to_openai(message: Message, *, reasoning_out: bool) -> JSONObject
         out["thinking_blocks"] = blocks
     if calls:
         out["tool_calls"] = calls
+    if images:
+        out["images"] = images
     return out
+
+
+def image_output_entry(part: MediaPart) -> JSONObject:
+    """A generated image in an OpenAI-shaped answer: ``message.images`` / ``delta.images``, as OpenRouter and
+    Vercel's gateway show Gemini image models' output."""
+    return {"type": "image_url", "image_url": {"url": to_data_url(part.media_type or "image/png", part.data or "")}}
 
 
 def _tool_choice_to_openai(choice: ToolChoice) -> object:

@@ -15,6 +15,7 @@ from omnirelay.formats.errors import error_event, upstream_error_from_openai
 from omnirelay.formats.ir import (
     Finish,
     FinishReason,
+    MediaOutput,
     RedactedThinking,
     StreamEnd,
     StreamError,
@@ -33,6 +34,7 @@ from omnirelay.formats.ir import (
 from omnirelay.formats.openai_chat import (
     FINISH_FROM_IR,
     FINISH_TO_IR,
+    image_output_entry,
     ir_usage_to_openai,
     openai_usage_to_ir,
     thinking_block_entry,
@@ -226,6 +228,10 @@ class OpenAIStreamEncoder:
                 return b""
             fragment = {"index": event.index, "function": {"arguments": event.arguments}}
             return self._role(event.choice) + self._chunk(event.choice, {"tool_calls": [fragment]})
+        if isinstance(event, MediaOutput):
+            if event.part.kind != "image" or event.part.data is None:
+                return b""
+            return self._role(event.choice) + self._chunk(event.choice, {"images": [image_output_entry(event.part)]})
         if isinstance(event, UsageUpdate):
             self._usage = event.usage
             return b""

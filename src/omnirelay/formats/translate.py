@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -62,7 +63,9 @@ from omnirelay.formats.openai_chat import (
     openai_request_to_ir,
     openai_response_to_ir,
 )
+from omnirelay.formats.openai_responses import ir_to_responses_response, response_echo, responses_request_to_ir
 from omnirelay.formats.openai_stream import OpenAIStreamDecoder, OpenAIStreamEncoder
+from omnirelay.formats.responses_stream import ResponsesStreamEncoder
 from omnirelay.formats.sse import SSEParser
 from omnirelay.formats.usage import Usage
 
@@ -86,6 +89,8 @@ class CallContext:
     """Unix seconds for OpenAI's ``created``; the gateway passes its clock (translators read none)."""
     input_tokens_estimate: int = 0
     """Anthropic clients of upstreams that report input usage late: the ``message_start`` figure."""
+    responses: JSONObject | None = None
+    """OpenAI Responses clients: the request fields their Response object echoes; None for Chat Completions."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +136,28 @@ def translate_request(
     request = REQUEST_PARSERS[client](loads_object(body), model, stream)
     if stream is not None:
         request.stream = stream
+    return _encode_for(
+        upstream,
+        request,
+        upstream_model,
+        fetched,
+        client=client,
+        model=response_model,
+        include_usage=request.include_usage,
+        gemini_sse=gemini_sse,
+        created=created,
+        input_tokens_estimate=input_tokens_estimate,
+    )
+
+
+def _encode_for(
+    upstream: Format,
+    request: IRRequest,
+    upstream_model: str | None,
+    fetched: Mapping[str, FetchedMedia] | None,
+    **context: Any,
+) -> UpstreamRequest:
+    """The canonical request in the upstream's format, with the context its answer is translated back with."""
     if upstream_model:
         request.model = upstream_model
     out = REQUEST_ENCODERS[upstream](request, fetched)
@@ -140,18 +167,33 @@ def translate_request(
         and isinstance(tools, list)
         and any(isinstance(t, dict) and t.get("name") == JSON_TOOL for t in tools)
     )
-    context = CallContext(
-        client=client,
-        upstream=upstream,
-        stream=request.stream,
+    call_context = CallContext(upstream=upstream, stream=request.stream, json_tool=json_tool, **context)
+    return UpstreamRequest(orjson.dumps(out), request.model, request.stream, call_context, request)
+
+
+def translate_responses_request(
+    upstream: Format,
+    body: bytes | JSONObject,
+    *,
+    upstream_model: str | None = None,
+    fetched: Mapping[str, FetchedMedia] | None = None,
+    created: int = 0,
+    response_model: str | None = None,
+) -> UpstreamRequest:
+    """An OpenAI Responses request for a channel without ``/v1/responses`` (any format, chat-only OpenAI
+    vendors included). Raises like :func:`translate_request`."""
+    data = loads_object(body)
+    request = responses_request_to_ir(data)
+    return _encode_for(
+        upstream,
+        request,
+        upstream_model,
+        fetched,
+        client="openai",
         model=response_model,
-        include_usage=request.include_usage,
-        json_tool=json_tool,
-        gemini_sse=gemini_sse,
         created=created,
-        input_tokens_estimate=input_tokens_estimate,
+        responses=response_echo(data),
     )
-    return UpstreamRequest(orjson.dumps(out), request.model, request.stream, context, request)
 
 
 # --- non-stream responses -----------------------------------------------------------------------------------
@@ -177,6 +219,8 @@ def parse_response(context: CallContext, body: bytes | JSONObject) -> IRResponse
 def render_response(context: CallContext, response: IRResponse) -> JSONObject:
     if context.model:
         response.model = context.model
+    if context.responses is not None:
+        return ir_to_responses_response(response, created=context.created, echo=context.responses)
     if context.client == "anthropic":
         return ir_to_anthropic_response(response)
     if context.client == "gemini":
@@ -215,7 +259,7 @@ class _SSEFrames:
 
 
 Decoder = OpenAIStreamDecoder | AnthropicStreamDecoder | GeminiStreamDecoder
-Encoder = OpenAIStreamEncoder | AnthropicStreamEncoder | GeminiStreamEncoder
+Encoder = OpenAIStreamEncoder | AnthropicStreamEncoder | GeminiStreamEncoder | ResponsesStreamEncoder
 
 
 def stream_decoder(context: CallContext) -> Decoder:
@@ -227,6 +271,8 @@ def stream_decoder(context: CallContext) -> Decoder:
 
 
 def stream_encoder(context: CallContext) -> Encoder:
+    if context.responses is not None:
+        return ResponsesStreamEncoder(model=context.model, created=context.created, echo=context.responses)
     if context.client == "anthropic":
         return AnthropicStreamEncoder(model=context.model, input_tokens_estimate=context.input_tokens_estimate)
     if context.client == "gemini":

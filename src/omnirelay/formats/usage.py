@@ -20,6 +20,10 @@ class Usage:
     """Prompt tokens written to a cache (Anthropic's ``cache_creation_input_tokens``)."""
     reasoning_tokens: int = 0
     """Part of ``output_tokens`` spent on hidden reasoning."""
+    audio_input_tokens: int = 0
+    """Part of ``input_tokens`` that is audio (OpenAI ``prompt_tokens_details.audio_tokens``), priced apart."""
+    audio_output_tokens: int = 0
+    """Part of ``output_tokens`` that is audio (``completion_tokens_details.audio_tokens``), priced apart."""
     estimated: bool = False
     """True when the gateway counted tokens itself because the upstream gave no usage."""
 

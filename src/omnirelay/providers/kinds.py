@@ -19,6 +19,8 @@ class ChannelKind:
     auth_scheme: str = ""
     """Prefix of the header value (``"Bearer "``), empty for a bare key."""
     fixed_headers: dict[str, str] = field(default_factory=dict)
+    responses_api: bool = False
+    """Serves OpenAI's ``/v1/responses`` itself; otherwise a Responses call is translated to the channel's chat."""
 
     def auth_headers(self, api_key: str) -> dict[str, str]:
         headers = dict(self.fixed_headers)
@@ -28,9 +30,11 @@ class ChannelKind:
 
 
 _OPENAI = ChannelKind("openai", "Authorization", "Bearer ")
+# OpenAI-compatible vendors mostly have chat only: Responses calls to them are translated (type ``openai`` for
+# a vendor that has ``/v1/responses`` too).
 
 CHANNEL_KINDS: dict[str, ChannelKind] = {
-    "openai": _OPENAI,
+    "openai": ChannelKind("openai", "Authorization", "Bearer ", responses_api=True),
     "deepseek": _OPENAI,
     "openai-compatible": _OPENAI,
     "anthropic": ChannelKind("anthropic", "x-api-key", fixed_headers={"anthropic-version": "2023-06-01"}),

@@ -75,6 +75,8 @@ def probe_request(fmt: WireFormat, model: str) -> tuple[str, bytes]:
 def check_plan(route: Route) -> list[Candidate]:
     """One candidate per upstream model, keys in turn, plus one per key not used yet."""
     channel = route.channel
+    if channel.type not in CHANNEL_KINDS:  # a task vendor: its polls show its health, a chat probe would not
+        return []
     models = sorted({channel.upstream_model(m) for m in channel.serves()})
     keys = route.keys
     if not models or (not channel.api_keys and channel.disabled_keys):  # every key disabled: nothing to send

@@ -58,11 +58,19 @@ from omnirelay.simulators.common import (
     pace,
     strip_directives,
 )
+from omnirelay.simulators.media import png
 from omnirelay.simulators.schema_values import value_for_schema
 
 MEDIA_TOKENS = 258
 """Prompt tokens per inline or file part (Gemini charges 258 for an image up to 384 px)."""
 THINKING_TOKENS = 12
+IMAGE_TOKENS = 1290
+"""What Gemini image models report per generated image, whatever its aspect ratio (the 1K sizes below)."""
+IMAGE_SIZES: dict[str, tuple[int, int]] = {
+    "1:1": (1024, 1024), "2:3": (832, 1248), "3:2": (1248, 832), "3:4": (864, 1184), "4:3": (1184, 864),
+    "4:5": (896, 1152), "5:4": (1152, 896), "9:16": (768, 1344), "16:9": (1344, 768), "21:9": (1536, 672),
+}  # fmt: skip
+"""``imageConfig.aspectRatio`` → pixels, as gemini-2.5-flash-image draws them."""
 EMBEDDING_DIMENSIONS = 768
 API_VERSIONS = ("v1beta", "v1")
 
@@ -248,10 +256,16 @@ class _Candidate:
     calls: tuple[dict[str, Any], ...]
     call_tokens: int
     finish_reason: str
+    image: str | None = None
+    """Base64 of a generated PNG (image models), sent after the text."""
 
     @property
     def output_tokens(self) -> int:
-        return sum(n for _, n in self.pieces) + self.call_tokens
+        return sum(n for _, n in self.pieces) + self.call_tokens + (IMAGE_TOKENS if self.image else 0)
+
+    @property
+    def image_part(self) -> dict[str, Any]:
+        return {"inlineData": {"mimeType": "image/png", "data": self.image}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,6 +285,18 @@ def _thinking(config: dict[str, Any]) -> tuple[bool, bool]:
     show = bool(_field(thinking, "includeThoughts"))
     thinks = (show or budget is not None or _field(thinking, "thinkingLevel") is not None) and budget != 0
     return thinks, show and thinks
+
+
+def _image_size(body: dict[str, Any], model: str) -> tuple[int, int] | None:
+    """The picture an answer carries: asked for with ``responseModalities``, or by default from image models."""
+    config = _field(body, "generationConfig") or {}
+    modalities = [str(m).upper() for m in _field(config, "responseModalities") or []]
+    if not ("IMAGE" in modalities if modalities else "-image" in model):
+        return None
+    aspect = _field(_field(config, "imageConfig") or {}, "aspectRatio") or "1:1"
+    if aspect not in IMAGE_SIZES:
+        raise _InvalidRequest(f"Unsupported aspect ratio: {aspect}. Supported: {', '.join(IMAGE_SIZES)}.")
+    return IMAGE_SIZES[aspect]
 
 
 def _chosen_functions(body: dict[str, Any], knobs: SimKnobs, answering: bool) -> list[dict[str, Any]]:
@@ -310,7 +336,9 @@ def _answer_text(body: dict[str, Any], prompt: _Prompt, knobs: SimKnobs, seed: s
     return words
 
 
-def _candidate(body: dict[str, Any], prompt: _Prompt, knobs: SimKnobs, seed: str, thinks: bool) -> _Candidate:
+def _candidate(
+    body: dict[str, Any], prompt: _Prompt, knobs: SimKnobs, seed: str, thinks: bool, size: tuple[int, int] | None
+) -> _Candidate:
     config = _field(body, "generationConfig") or {}
     budget = int(_field(config, "maxOutputTokens") or 65536)
     thoughts = tuple(generated_words("thinking " + seed, min(THINKING_TOKENS, budget))) if thinks else ()
@@ -333,7 +361,10 @@ def _candidate(body: dict[str, Any], prompt: _Prompt, knobs: SimKnobs, seed: str
     call_tokens = sum(count_tokens(json.dumps(c)) for c in calls)
     if call_tokens > budget:
         return _Candidate(thoughts, tuple(pieces), (), 0, "MAX_TOKENS")
-    return _Candidate(thoughts, tuple(pieces), calls, call_tokens, "STOP")
+    image = None
+    if size is not None and not calls:
+        image = base64.b64encode(png(size[0], size[1], seed)).decode()
+    return _Candidate(thoughts, tuple(pieces), calls, call_tokens, "STOP", image)
 
 
 def _parameters(declaration: dict[str, Any]) -> dict[str, Any]:
@@ -341,12 +372,15 @@ def _parameters(declaration: dict[str, Any]) -> dict[str, Any]:
     return schema if isinstance(schema, dict) else {"type": "object", "properties": {}}
 
 
-def _plan(body: dict[str, Any], prompt: _Prompt, knobs: SimKnobs) -> _Plan:
+def _plan(body: dict[str, Any], prompt: _Prompt, knobs: SimKnobs, model: str = "") -> _Plan:
     seed = strip_directives(prompt.text)
     config = _field(body, "generationConfig") or {}
     thinks, show = _thinking(config)
     count = max(1, int(_field(config, "candidateCount") or 1))
-    candidates = tuple(_candidate(body, prompt, knobs, seed if i == 0 else f"{seed}#{i}", thinks) for i in range(count))
+    size = _image_size(body, model)
+    candidates = tuple(
+        _candidate(body, prompt, knobs, seed if i == 0 else f"{seed}#{i}", thinks, size) for i in range(count)
+    )
     signature = base64.b64encode(hashlib.sha256(("signature:" + seed).encode()).digest() * 2).decode()
     return _Plan(candidates, prompt, show, signature if thinks else None)
 
@@ -382,6 +416,13 @@ def _usage_json(plan: _Plan, candidates_tokens: int) -> dict[str, Any]:
         usage["candidatesTokenCount"] = candidates_tokens
     usage["totalTokenCount"] = plan.prompt.tokens + candidates_tokens + thoughts
     usage["promptTokensDetails"] = plan.prompt.details()
+    images = sum(IMAGE_TOKENS for c in plan.candidates if c.image)
+    if images and candidates_tokens == sum(c.output_tokens for c in plan.candidates):  # once the image was sent
+        text = candidates_tokens - images
+        usage["candidatesTokensDetails"] = [
+            *([{"modality": "TEXT", "tokenCount": text}] if text else []),
+            {"modality": "IMAGE", "tokenCount": images},
+        ]
     if thoughts:
         usage["thoughtsTokenCount"] = thoughts
     return usage
@@ -404,6 +445,8 @@ def _full_response(plan: _Plan, model: str, response_id: str, knobs: SimKnobs) -
         parts = [{"text": "".join(candidate.thoughts), "thought": True}] if plan.show_thoughts else []
         answer = ["".join(p for p, _ in candidate.pieces)] if candidate.pieces else []
         parts += _answer_parts(plan, candidate, answer, calls=True)
+        if candidate.image:
+            parts.append(candidate.image_part)
         candidates.append(_candidate_json(index, parts, candidate.finish_reason, bool(candidate.calls)))
     tokens = sum(c.output_tokens for c in plan.candidates)
     return _response_json(candidates, plan, tokens, model, response_id, knobs)
@@ -416,6 +459,8 @@ def _candidate_steps(plan: _Plan, candidate: _Candidate) -> list[tuple[list[dict
         steps += [([{"text": word, "thought": True}], 0) for word in candidate.thoughts]
     answers = _answer_parts(plan, candidate, [p for p, _ in candidate.pieces], calls=bool(candidate.calls))
     steps += [([part], tokens) for part, (_, tokens) in zip(answers, candidate.pieces, strict=False)]
+    if candidate.image:
+        steps.append(([candidate.image_part], IMAGE_TOKENS))
     if candidate.calls:
         steps.append((answers[len(candidate.pieces) :], candidate.call_tokens))
     return steps or [([{"text": ""}], 0)]
@@ -586,7 +631,7 @@ def create_gemini_simulator(state: SimulatorState | None = None) -> Starlette:
         knobs = state.knobs_for(request, prompt.text)
         if (early := await _before_answer(request, knobs)) is not None:
             return early
-        plan = _plan(body, prompt, knobs)
+        plan = _plan(body, prompt, knobs, model)
         response_id = secrets.token_urlsafe(17)
         if stream:
             sse = request.query_params.get("alt") == "sse"

@@ -41,6 +41,7 @@ from omnirelay.simulators.common import (
     control_routes,
     strip_directives,
 )
+from omnirelay.simulators.openai_audio import ChatAudio, audio_request, input_audio_tokens, spoken_answer
 from omnirelay.simulators.openai_content import (
     InvalidRequest,
     JSONObject,
@@ -64,6 +65,9 @@ from omnirelay.simulators.openai_content import (
     warm_tokenizers,
     word_pieces,
 )
+from omnirelay.simulators.openai_media import MediaEndpoints
+from omnirelay.simulators.openai_rerank import RerankEndpoint
+from omnirelay.simulators.openai_responses import ResponsesEndpoint
 
 RawHeaders = list[tuple[bytes, bytes]]
 Frame = tuple[bytes, bool]
@@ -177,15 +181,17 @@ class _Choice:
     finish_reason: str = "stop"
     top_logprobs: int | None = None
     """``None`` when logprobs were not asked for."""
+    audio: ChatAudio | None = None
+    """A spoken answer (``modalities: ["audio"]``): the pieces are its transcript, ``content`` is null."""
 
     @property
     def content(self) -> str | None:
-        return None if self.tool_calls else "".join(text for text, _ in self.pieces)
+        return None if self.tool_calls or self.audio else "".join(text for text, _ in self.pieces)
 
     @property
     def tokens(self) -> int:
         calls = sum(count_tokens(c.name) + count_tokens(c.arguments) for c in self.tool_calls)
-        return calls + sum(n for _, n in self.pieces)
+        return calls + sum(n for _, n in self.pieces) + (self.audio.tokens if self.audio else 0)
 
     def logprobs(self, pieces: Iterable[Piece]) -> JSONObject | None:
         if self.top_logprobs is None:
@@ -222,6 +228,25 @@ def _usage(prompt_tokens: int, choices: list[_Choice], details: bool) -> JSONObj
         "total_tokens": prompt_tokens + completion,
     }
     return {**usage, **_TOKEN_DETAILS} if details else usage
+
+
+def _split_audio_usage(usage: JSONObject, prompt_audio: int, choices: list[_Choice]) -> None:
+    """Usage details as gpt-4o-audio-preview reports them: audio and text tokens apart on both sides."""
+    answer_audio = sum(c.audio.tokens for c in choices if c.audio)
+    prompt_tokens, completion_tokens = int(usage["prompt_tokens"]), int(usage["completion_tokens"])  # type: ignore[call-overload]
+    usage["prompt_tokens_details"] = {
+        "cached_tokens": 0,
+        "audio_tokens": prompt_audio,
+        "text_tokens": prompt_tokens - prompt_audio,
+        "image_tokens": 0,
+    }
+    usage["completion_tokens_details"] = {
+        "reasoning_tokens": 0,
+        "audio_tokens": answer_audio,
+        "text_tokens": completion_tokens - answer_audio,
+        "accepted_prediction_tokens": 0,
+        "rejected_prediction_tokens": 0,
+    }
 
 
 # ------------------------------------------------------------------------------------------------ results
@@ -306,6 +331,8 @@ class _ChatCompletion(_Completion):
                 {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
                 for c in choice.tool_calls
             ]
+        if choice.audio is not None:
+            message["audio"] = choice.audio.message_field()
         logprobs = choice.logprobs(choice.pieces)
         return {
             "index": choice.index,
@@ -317,6 +344,10 @@ class _ChatCompletion(_Completion):
     def stream_choices(self, choice: _Choice) -> list[tuple[bytes, bool]]:
         """The role chunk, then a chunk per token or argument fragment (O2, O3)."""
         i = choice.index
+        if choice.audio is not None:
+            role = _delta(i, {"role": "assistant", "content": None, "refusal": None})
+            deltas = choice.audio.deltas([text for text, _ in choice.pieces])
+            return [(role, False), *((_delta(i, {"audio": audio}), paced) for audio, paced in deltas)]
         if not choice.tool_calls:
             role = _delta(i, {"role": "assistant", "content": "", "refusal": None})
             if choice.top_logprobs is None:
@@ -604,6 +635,7 @@ class _OpenAISimulator:
         limit = int_param(body, "max_tokens", int_param(body, "max_completion_tokens", 0, 1, 1 << 30), 1, 1 << 30)
         top = int_param(body, "top_logprobs", 0, 0, 20) if body.get("logprobs") is True else None
         tools = tools_to_call(body, prompt, knobs)
+        spoken = audio_request(body)
         choices: list[_Choice] = []
         for i in range(n):
             seed = prompt.seed if i == 0 else f"{prompt.seed}\x00{i}"
@@ -612,8 +644,14 @@ class _OpenAISimulator:
                 choices.append(_Choice(i, tool_calls=calls, finish_reason="tool_calls"))
             else:
                 pieces, finish = cut_reply(body, reply_pieces(body, prompt, knobs, seed), limit)
-                choices.append(_Choice(i, pieces, finish_reason=finish, top_logprobs=top))
+                audio = None
+                if spoken is not None:
+                    transcript = "".join(text for text, _ in pieces)
+                    audio = spoken_answer(spoken, transcript, seed, self._id("audio_", 24))
+                choices.append(_Choice(i, pieces, finish_reason=finish, top_logprobs=top, audio=audio))
         usage = None if knobs.no_usage else _usage(prompt.tokens, choices, details=True)
+        if usage is not None and (spoken is not None or input_audio_tokens(body["messages"])):
+            _split_audio_usage(usage, input_audio_tokens(body["messages"]), choices)
         return _ChatCompletion(self._envelope(body, chat=True), choices, usage)
 
     async def completions(self, call: _Call) -> Response:
@@ -695,8 +733,11 @@ def create_openai_simulator(state: SimulatorState | None = None, models: Sequenc
         Route("/v1/chat/completions", sim.endpoint(sim.chat_completions), methods=["POST"]),
         Route("/v1/completions", sim.endpoint(sim.completions), methods=["POST"]),
         Route("/v1/embeddings", sim.endpoint(sim.embeddings), methods=["POST"]),
+        Route("/v1/responses", sim.endpoint(ResponsesEndpoint(sim).handle), methods=["POST"]),
+        Route("/v1/rerank", sim.endpoint(RerankEndpoint(sim).handle), methods=["POST"]),
         Route("/v1/models", sim.endpoint(sim.list_models), methods=["GET"]),
         Route("/v1/models/{model_id:path}", sim.endpoint(sim.retrieve_model), methods=["GET"]),
+        *MediaEndpoints(sim).routes(),
         *control_routes(sim.state),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={404: no_route, 405: no_route})

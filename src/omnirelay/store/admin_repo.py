@@ -35,7 +35,7 @@ from omnirelay.store.models import (
 )
 from omnirelay.store.repo import bump_config_version, post_entry
 
-Bucket = Literal["hour", "day"]
+Bucket = Literal["minute", "hour", "day"]
 GroupBy = Literal["model", "key", "channel", "account"]
 
 
@@ -441,7 +441,7 @@ def _bucket_expression(dialect: str, bucket: Bucket) -> ColumnElement[Any]:
         # Literals, not bound parameters: PostgreSQL must see that GROUP BY repeats the selected expression.
         utc_time = func.timezone(literal_column("'UTC'"), UsageLog.created_at)
         return func.date_trunc(literal_column(f"'{bucket}'"), utc_time)
-    pattern = "%Y-%m-%d %H:00:00" if bucket == "hour" else "%Y-%m-%d 00:00:00"
+    pattern = {"minute": "%Y-%m-%d %H:%M:00", "hour": "%Y-%m-%d %H:00:00"}.get(bucket, "%Y-%m-%d 00:00:00")
     return func.strftime(pattern, UsageLog.created_at)
 
 
@@ -464,10 +464,11 @@ def percentile(sorted_values: Sequence[float], fraction: float) -> float | None:
 
 
 async def usage_aggregate(
-    session: AsyncSession, filters: UsageFilter, *, bucket: Bucket, by: GroupBy
+    session: AsyncSession, filters: UsageFilter, *, bucket: Bucket, by: GroupBy, percentiles: bool = True
 ) -> list[AggregateRow]:
     """Totals per time bucket and group, with latency percentiles: in SQL on PostgreSQL, in Python on SQLite (over
-    the latencies of the same filtered rows, read in one more range query)."""
+    the latencies of the same filtered rows, read in one more range query). ``percentiles=False`` leaves them
+    None: the totals alone are much cheaper over a long window."""
     dialect = session.get_bind().dialect.name
     bucket_col = _bucket_expression(dialect, bucket).label("bucket")
     group_col = _GROUP_COLUMNS[by].label("grp")
@@ -478,7 +479,7 @@ async def usage_aggregate(
         func.coalesce(func.sum(UsageLog.cost_micros), 0),
         func.coalesce(func.sum(case((UsageLog.status_code >= 400, 1), else_=0)), 0),
     ]
-    if dialect == "postgresql":
+    if dialect == "postgresql" and percentiles:
         measures += [
             func.percentile_cont(0.5).within_group(UsageLog.latency_ms),
             func.percentile_cont(0.95).within_group(UsageLog.latency_ms),
@@ -493,10 +494,10 @@ async def usage_aggregate(
     for values in await session.execute(query):
         start, group = _bucket_value(values[0]), _group_value(values[1])
         row = AggregateRow(start, group, *(int(v) for v in values[2:7]))
-        if dialect == "postgresql":
+        if dialect == "postgresql" and percentiles:
             row.p50_latency_ms, row.p95_latency_ms = (None if v is None else float(v) for v in values[7:9])
         rows[(start, group)] = row
-    if dialect != "postgresql":
+    if dialect != "postgresql" and percentiles:
         await _fill_percentiles(session, filters, bucket_col, group_col, rows)
     return list(rows.values())
 

@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -199,6 +200,7 @@ class UsageLog(Base):
         Index("ix_usage_key_created", "key_id", "created_at"),
         Index("ix_usage_account_created", "account_id", "created_at"),
         Index("ix_usage_model_created", "model", "created_at"),
+        Index("ix_usage_channel_created", "channel_id", "created_at"),
         Index("ix_usage_request", "request_id"),
     )
 
@@ -231,3 +233,78 @@ class RedemptionCode(Base):
     redeemed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     redeemed_by: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     """The account that redeemed it."""
+
+
+class Task(Base):
+    """One asynchronous generation (Midjourney, Suno, video, ...): see ``omnirelay.tasks``.
+
+    ``public_id`` is the only id clients see. ``upstream_id`` and ``raw`` are the vendor's and stay private.
+    Money: ``cost_micros`` is what the account is charged for the task right now (the ledger holds the same sum
+    under ``ref = public_id``); ``billing`` says where the charge stands (``charged`` → ``settled`` on success,
+    ``refunded`` on failure), and moves only with a compare-and-set on ``status``.
+    """
+
+    __tablename__ = "tasks"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    public_id: Mapped[str] = mapped_column(String(64), unique=True)
+    vendor: Mapped[str] = mapped_column(String(32))
+    """The family speaking upstream (the channel's), which polls it."""
+    surface: Mapped[str] = mapped_column(String(32))
+    """The family whose route submitted it (``unified`` for ``/task/submit``): its shape is the webhook body's."""
+    action: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(128))
+    upstream_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    account_id: Mapped[int] = mapped_column(BigInteger)
+    key_id: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    channel_id: Mapped[int] = mapped_column(BigInteger)
+    upstream_key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """``crypto.upstream_key_id`` of the channel key that submitted it: polls use the same key."""
+    upstream_id: Mapped[str] = mapped_column(String(255))
+    parent_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))
+    progress: Mapped[int] = mapped_column(Integer, default=0)
+    prompt: Mapped[str] = mapped_column(Text, default="")
+    request: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    results: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    raw: Mapped[dict[str, object]] = mapped_column(JSON, default=dict)
+    """The vendor's last answer about the task: private, never sent to a client."""
+    price_option: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    quantity: Mapped[str] = mapped_column(String(32), default="1")
+    """Units charged (a decimal or fraction string: seconds may be fractional)."""
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    billing: Mapped[str] = mapped_column(String(16), default="charged")
+    notify_hook: Mapped[str | None] = mapped_column(Text, nullable=True)
+    hook_state: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    """None (no hook) | pending | delivered | failed."""
+    hook_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    polls: Mapped[int] = mapped_column(Integer, default=0)
+    next_poll_at: Mapped[float] = mapped_column(Float)
+    """Epoch seconds of the next poll (or webhook attempt)."""
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[float | None] = mapped_column(Float, nullable=True)
+    submitted_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        Index("ix_tasks_due", "status", "next_poll_at"),
+        Index("ix_tasks_hook_due", "hook_state", "next_poll_at"),
+        Index("ix_tasks_account", "account_id", "submitted_at"),
+    )
+
+
+class AdminSession(Base):
+    """A signed-in console session (``api/admin_auth.py``). Only the hash of the cookie's token is kept; the CSRF
+    token is not a credential on its own (it must come with the cookie), so the console can fetch it again."""
+
+    __tablename__ = "admin_sessions"
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    csrf_token: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str] = mapped_column(String(128))
+    """Who signed in: ``token`` for the admin token, else the admin user's name."""
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
