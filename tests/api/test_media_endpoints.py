@@ -254,8 +254,12 @@ def test_gpt4o_transcribe_billed_by_tokens(gw: GatewayHarness, client: openai.Op
     )
     usage = raw.parse().usage
     assert usage is not None and usage.type == "tokens"
-    expected = math.ceil(Fraction(usage.input_tokens * 2_500_000 + usage.output_tokens * 10_000_000, 1_000_000))
-    assert usage_row(gw, raw.headers["x-request-id"]).cost_micros == expected
+    details = usage.input_token_details
+    assert details is not None and details.audio_tokens and details.audio_tokens <= usage.input_tokens
+    # Audio input at $6/M, the rest of the input (text) at $2.50/M, output at $10/M.
+    text = usage.input_tokens - details.audio_tokens
+    scaled = details.audio_tokens * 6_000_000 + text * 2_500_000 + usage.output_tokens * 10_000_000
+    assert usage_row(gw, raw.headers["x-request-id"]).cost_micros == math.ceil(Fraction(scaled, 1_000_000))
 
 
 def test_translation(gw: GatewayHarness, client: openai.OpenAI) -> None:
@@ -474,10 +478,12 @@ def test_streamed_transcription_relays_events_and_bills_reported_tokens(
     assert done is not None and done.type == "transcript.text.done"
     assert "".join(deltas) == done.text and len(deltas) > 5
     usage = done.usage
-    assert usage is not None
-    expected = math.ceil(Fraction(usage.input_tokens * 2_500_000 + usage.output_tokens * 10_000_000, 1_000_000))
+    assert usage is not None and usage.input_token_details is not None
+    audio = usage.input_token_details.audio_tokens or 0
+    assert 0 < audio <= usage.input_tokens
+    scaled = audio * 6_000_000 + (usage.input_tokens - audio) * 2_500_000 + usage.output_tokens * 10_000_000
     row = usage_row(gw, raw.headers["x-request-id"])
-    assert row.stream and row.cost_micros == expected
+    assert row.stream and row.cost_micros == math.ceil(Fraction(scaled, 1_000_000))
 
 
 def test_model_without_a_price_for_the_unit_is_refused(client: openai.OpenAI, openai_sim: ServerThread) -> None:

@@ -60,6 +60,41 @@ def test_gpt_image_billed_by_reported_tokens_else_per_image() -> None:
     assert by_image.cost(price, Usage(), 1) == 2 * 11_000
 
 
+def test_input_images_and_input_audio_cost_their_own_rates() -> None:
+    """An edit's input images (gpt-image-1: $10/M, text $5/M) and a transcription's audio (gpt-4o-transcribe:
+    $6/M, text $2.50/M) as the answers' token details report them; images call the details input_tokens_details,
+    transcriptions input_token_details."""
+    image = PRICES.get("gpt-image-1")
+    assert image is not None
+    edit = ImageMeter(1, "1024x1024", "low", inputs=1)
+    edit.read(
+        image_answer(
+            1,
+            {
+                "input_tokens": 420,
+                "input_tokens_details": {"text_tokens": 20, "image_tokens": 400},  # type: ignore[dict-item]
+                "output_tokens": 272,
+            },
+        )
+    )
+    assert edit.cost(image, Usage(), 1) == -(-(20 * 5_000_000 + 400 * 10_000_000 + 272 * 40_000_000) // 1_000_000)
+    transcribe = PRICES.get("gpt-4o-transcribe")
+    assert transcribe is not None
+    meter = SecondsMeter(Fraction(30))
+    answer = {
+        "text": "hello",
+        "usage": {
+            "type": "tokens",
+            "input_tokens": 300,
+            "input_token_details": {"text_tokens": 0, "audio_tokens": 300},
+            "output_tokens": 5,
+            "total_tokens": 305,
+        },
+    }
+    meter.read(orjson.dumps(answer))
+    assert meter.cost(transcribe, Usage(), 1) == -(-(300 * 6_000_000 + 5 * 10_000_000) // 1_000_000)
+
+
 def test_nothing_delivered_costs_nothing() -> None:
     for meter, model in (
         (ImageMeter(3, None, None), "dall-e-3"),

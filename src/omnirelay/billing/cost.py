@@ -40,10 +40,10 @@ def cost_of_tokens(price: Price, usage: Usage, multiplier: RatioLike = 1) -> Mic
     ``per_request``, times ``multiplier``, rounded up once.
 
     ``usage.input_tokens`` includes cached and cache-write tokens (the canonical :class:`Usage`); only the rest is
-    billed at the input rate. Reasoning tokens are part of ``output_tokens``. Audio tokens (part of input and
-    output) cost the price's audio rates when it has them. A usage without a single token
-    costs zero, flat fee included: no tokens means the upstream produced nothing (an error or an abort before
-    work), and that is never billed. Negative counts from a confused adapter count as zero.
+    billed at the input rate. Reasoning tokens are part of ``output_tokens``. Audio and image tokens (parts of the
+    input and output, see :data:`MODAL_PARTS`) cost the price's own rates for them when it has them. A usage
+    without a single token costs zero, flat fee included: no tokens means the upstream produced nothing (an error
+    or an abort before work), and that is never billed. Negative counts from a confused adapter count as zero.
     """
     if price.free:
         return 0
@@ -54,32 +54,49 @@ def cost_of_tokens(price: Price, usage: Usage, multiplier: RatioLike = 1) -> Mic
     if not (inp or out or cached or write):
         return 0
     rates = _token_rates(price, max(inp, cached + write))
-    audio_in, audio_out = _audio_parts(usage, inp - cached - write, out)
-    plain = inp - cached - write - audio_in
+    parts = _modal_parts(usage, inp - cached - write, out)
+    plain = inp - cached - write - sum(count for count, _, side in parts if side == "input")
     if plain < 0:
         plain = 0
     scaled = (
         plain * rates.input_per_mtok
         + cached * rates.cached_input_per_mtok
         + write * rates.cache_write_per_mtok
-        + (out - audio_out) * rates.output_per_mtok
-        + audio_in * _or(price.audio_input_per_mtok, rates.input_per_mtok)
-        + audio_out * _or(price.audio_output_per_mtok, rates.output_per_mtok)
+        + (out - sum(count for count, _, side in parts if side == "output")) * rates.output_per_mtok
+        + sum(count * _modal_rate(price, rates, field, side) for count, field, side in parts)
         + price.per_request * TOKENS_PER_MTOK
     )
     num, den = as_ratio(multiplier)
     return ceil_div(scaled * num, TOKENS_PER_MTOK * den)
 
 
-def _or(rate: int | None, default: int) -> int:
-    return default if rate is None else rate
+MODAL_PARTS: tuple[tuple[str, str, str, str], ...] = (
+    ("audio_input_tokens", "audio_input_per_mtok", "input", "audio in"),
+    ("image_input_tokens", "image_input_per_mtok", "input", "image in"),
+    ("audio_output_tokens", "audio_output_per_mtok", "output", "audio out"),
+)
+"""Parts of the input or output a model may price apart: (``Usage`` field, ``Price`` field, side, label). A price
+without that rate bills the part at its side's rate."""
 
 
-def _audio_parts(usage: Usage, uncached_input: int, output: int) -> tuple[int, int]:
-    """Audio input and output tokens, clamped into the uncached input and the output they are part of."""
-    audio_in = min(max(usage.audio_input_tokens, 0), max(uncached_input, 0))
-    audio_out = min(max(usage.audio_output_tokens, 0), output)
-    return audio_in, audio_out
+def _modal_rate(price: Price, rates: Price | LongContext, field: str, side: str) -> int:
+    rate: int | None = getattr(price, field)
+    if rate is not None:
+        return rate
+    return rates.input_per_mtok if side == "input" else rates.output_per_mtok
+
+
+def _modal_parts(usage: Usage, uncached_input: int, output: int) -> list[tuple[int, str, str]]:
+    """(count, price field, side) of each part the usage reports, clamped into the uncached input or the output
+    they belong to, so no token is billed twice."""
+    room = {"input": max(uncached_input, 0), "output": max(output, 0)}
+    parts = []
+    for usage_field, price_field, side, _ in MODAL_PARTS:
+        count = min(max(getattr(usage, usage_field), 0), room[side])
+        if count:
+            room[side] -= count
+            parts.append((count, price_field, side))
+    return parts
 
 
 def worst_case_output_tokens(price: Price, prompt_tokens: int, max_output_tokens: int | None) -> int:
@@ -114,9 +131,12 @@ def worst_case_cost(
         rates.input_per_mtok,
         rates.cached_input_per_mtok,
         rates.cache_write_per_mtok,
-        _or(price.audio_input_per_mtok, 0),
+        *(_modal_rate(price, rates, field, side) for _, field, side, _ in MODAL_PARTS if side == "input"),
     )
-    output_rate = max(rates.output_per_mtok, _or(price.audio_output_per_mtok, 0))
+    output_rate = max(
+        rates.output_per_mtok,
+        *(_modal_rate(price, rates, field, side) for _, field, side, _ in MODAL_PARTS if side == "output"),
+    )
     scaled = prompt * input_rate + out * output_rate + price.per_request * TOKENS_PER_MTOK
     num, den = as_ratio(multiplier)
     return ceil_div(scaled * num, TOKENS_PER_MTOK * den)
@@ -209,15 +229,16 @@ def describe_token_cost(price: Price, usage: Usage, multiplier: RatioLike = 1) -
     inp, cached, write = (max(n, 0) for n in (usage.input_tokens, usage.cached_input_tokens, usage.cache_write_tokens))
     rates = _token_rates(price, max(inp, cached + write))
     out = max(usage.output_tokens, 0)
-    audio_in, audio_out = _audio_parts(usage, inp - cached - write, out)
+    parts = _modal_parts(usage, inp - cached - write, out)
+    labels = {field: label for _, field, _, label in MODAL_PARTS}
+    special = {side: sum(count for count, _, part_side in parts if part_side == side) for side in ("input", "output")}
     terms = []
     for count, label, rate in (
-        (max(inp - cached - write - audio_in, 0), "in", rates.input_per_mtok),
+        (max(inp - cached - write - special["input"], 0), "in", rates.input_per_mtok),
         (cached, "cached", rates.cached_input_per_mtok),
         (write, "cache-write", rates.cache_write_per_mtok),
-        (audio_in, "audio in", _or(price.audio_input_per_mtok, rates.input_per_mtok)),
-        (out - audio_out, "out", rates.output_per_mtok),
-        (audio_out, "audio out", _or(price.audio_output_per_mtok, rates.output_per_mtok)),
+        (out - special["output"], "out", rates.output_per_mtok),
+        *((count, labels[field], _modal_rate(price, rates, field, side)) for count, field, side in parts),
     ):
         if count:
             terms.append(f"{count} {label} x ${micros_to_usd_str(rate, trim=True)}/M")

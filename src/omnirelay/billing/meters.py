@@ -67,9 +67,21 @@ def _token_usage(raw: Any) -> Usage | None:
     inp, out = raw.get("input_tokens"), raw.get("output_tokens")
     if not isinstance(inp, int) or not isinstance(out, int):
         return None
-    details = raw.get("input_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else None
-    return Usage(input_tokens=inp, output_tokens=out, cached_input_tokens=cached if isinstance(cached, int) else 0)
+    # Images call it input_tokens_details, transcriptions input_token_details.
+    details = raw.get("input_tokens_details", raw.get("input_token_details"))
+    details = details if isinstance(details, dict) else {}
+
+    def part(name: str) -> int:
+        value = details.get(name)
+        return value if isinstance(value, int) and value > 0 else 0
+
+    return Usage(
+        input_tokens=inp,
+        output_tokens=out,
+        cached_input_tokens=part("cached_tokens"),
+        image_input_tokens=part("image_tokens"),
+        audio_input_tokens=part("audio_tokens"),
+    )
 
 
 def _json(payload: bytes) -> Any:

@@ -33,8 +33,8 @@ SAME_AS_INPUT: Final = -1
 """Default of the cached-read and cache-write rates: resolved to ``input_per_mtok`` when a price is made."""
 
 _TOKEN_RATES = ("input_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok", "output_per_mtok")
-_AUDIO_RATES = ("audio_input_per_mtok", "audio_output_per_mtok")
-_MONEY = (*_TOKEN_RATES, *_AUDIO_RATES, "per_request", "per_second", "per_1k_chars")
+_MODAL_RATES = ("audio_input_per_mtok", "audio_output_per_mtok", "image_input_per_mtok")
+_MONEY = (*_TOKEN_RATES, *_MODAL_RATES, "per_request", "per_second", "per_1k_chars")
 _MONEY_MAPS = ("per_image", "per_task")
 _COUNTS = ("max_output_tokens", "context_window")
 _FIELDS = frozenset((*_MONEY, *_MONEY_MAPS, *_COUNTS, "free", "long_context", "note"))
@@ -98,6 +98,8 @@ class Price:
     """Audio prompt tokens (gpt-4o-audio-preview ``input_audio``); None: the input rate."""
     audio_output_per_mtok: int | None = None
     """Audio answer tokens (``modalities: ["audio"]``); None: the output rate."""
+    image_input_per_mtok: int | None = None
+    """Image prompt tokens where the vendor counts them apart (gpt-image-1 edits); None: the input rate."""
     per_request: int = 0
     """Flat fee per call that used tokens."""
     per_image: Mapping[str, int] | None = field(default=None, hash=False)
@@ -122,7 +124,7 @@ class Price:
             object.__setattr__(self, "cache_write_per_mtok", self.input_per_mtok)
         for name in ("per_request", *_TOKEN_RATES):
             _check_amount(name, getattr(self, name))
-        for name in ("per_second", "per_1k_chars", *_AUDIO_RATES, *_COUNTS):
+        for name in ("per_second", "per_1k_chars", *_MODAL_RATES, *_COUNTS):
             value = getattr(self, name)
             if value is not None:
                 _check_amount(name, value)
@@ -204,7 +206,7 @@ def price_to_spec(price: Price) -> dict[str, object]:
             spec[name] = micros_to_usd_str(amount, trim=True)
     if price.per_request:
         spec["per_request"] = micros_to_usd_str(price.per_request, trim=True)
-    for name in ("per_second", "per_1k_chars", *_AUDIO_RATES):
+    for name in ("per_second", "per_1k_chars", *_MODAL_RATES):
         amount = getattr(price, name)
         if amount is not None:
             spec[name] = micros_to_usd_str(amount, trim=True)

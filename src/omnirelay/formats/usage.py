@@ -22,6 +22,8 @@ class Usage:
     """Part of ``output_tokens`` spent on hidden reasoning."""
     audio_input_tokens: int = 0
     """Part of ``input_tokens`` that is audio (OpenAI ``prompt_tokens_details.audio_tokens``), priced apart."""
+    image_input_tokens: int = 0
+    """Part of ``input_tokens`` that is images, where the vendor counts them apart (``input_tokens_details``)."""
     audio_output_tokens: int = 0
     """Part of ``output_tokens`` that is audio (``completion_tokens_details.audio_tokens``), priced apart."""
     estimated: bool = False
