@@ -89,10 +89,14 @@ class RowResult:
 
 
 def median_run(runs: list[RowResult]) -> RowResult:
-    """Of several runs of one row, the one with the median req/s; its errors become the sum over all runs."""
+    """Of several runs of one row, the one with the median req/s; its errors become the sum over all runs (so a
+    failure in any run shows), and for fault rows its requests too, so the success rate is over all of them."""
     ordered = sorted(runs, key=lambda r: r.load.rps)
     chosen = ordered[(len(ordered) - 1) // 2]
     chosen.load.errors = sum(r.load.errors for r in runs)
+    if chosen.scenario.faults:
+        chosen.load.requests = sum(r.load.requests for r in runs)
+        chosen.load.duration_s = sum(r.load.duration_s for r in runs)  # keeps req/s the runs' mean
     chosen.load.error_samples = [s for r in runs for s in r.load.error_samples][:5]
     return chosen
 
