@@ -14,13 +14,17 @@ from starlette.routing import Mount, Route
 from omnirelay import heap
 from omnirelay.api.account import account_routes
 from omnirelay.api.admin import create_admin_api
+from omnirelay.api.admin_audit import AuditTrail
 from omnirelay.api.admin_auth import SessionRoutes
 from omnirelay.api.anthropic import AnthropicSurface
 from omnirelay.api.errors import error_response
 from omnirelay.api.front import Handler, RelayFront
 from omnirelay.api.gemini import GeminiSurface
+from omnirelay.api.image_vendors import ImageVendorSurface
 from omnirelay.api.openai import OpenAISurface
+from omnirelay.api.ops import OpsRoutes
 from omnirelay.api.relay import Relay
+from omnirelay.api.system import create_system_api
 from omnirelay.api.tasks import TaskRoutes
 from omnirelay.config import Settings, load_settings
 from omnirelay.errors import ErrorCode, GatewayError
@@ -28,6 +32,7 @@ from omnirelay.gateway import Gateway
 from omnirelay.logs import configure_logging
 from omnirelay.tasks.engine import TaskEngine
 from omnirelay.tasks.poller import Poller
+from omnirelay.web.account_console import account_console_routes
 from omnirelay.web.console import console_routes
 
 
@@ -52,6 +57,7 @@ def create_app(settings: Settings) -> RelayFront:
     gemini_surface = GeminiSurface(gateway, relay)
     openai_surface = OpenAISurface(gateway, relay, gemini_surface)
     anthropic_surface = AnthropicSurface(gateway, relay)
+    image_vendors = ImageVendorSurface(gateway, relay)
     task_engine = TaskEngine(gateway)
     poller = Poller(task_engine)
 
@@ -78,14 +84,18 @@ def create_app(settings: Settings) -> RelayFront:
     app = Starlette(
         routes=[
             Route("/health", health),
+            *OpsRoutes(gateway, relay).routes(),
             *openai_surface.routes(),
             *anthropic_surface.routes(),
             *gemini_surface.routes(),
+            *image_vendors.routes(),
             *account_routes(gateway),
             *TaskRoutes(gateway, task_engine).routes(),
-            Mount("/admin/api", app=create_admin_api(gateway)),
+            Mount("/admin/api", app=AuditTrail(create_admin_api(gateway), gateway)),
+            Mount("/api/v1", app=create_system_api(gateway)[0]),
             *SessionRoutes(gateway).routes(),
             *console_routes(),
+            *account_console_routes(),
         ],
         lifespan=lifespan,
         exception_handlers={Exception: internal_error},
@@ -94,7 +104,12 @@ def create_app(settings: Settings) -> RelayFront:
     app.state.relay = relay
     app.state.tasks = task_engine
     app.state.poller = poller
-    return relay_front(app, [*openai_surface.routes(), *anthropic_surface.routes(), *gemini_surface.routes()])
+    front = relay_front(
+        app,
+        [*openai_surface.routes(), *anthropic_surface.routes(), *gemini_surface.routes(), *image_vendors.routes()],
+    )
+    front.deadlines.timeout_s = settings.body_read_timeout_s
+    return front
 
 
 def app_from_env() -> RelayFront:

@@ -18,7 +18,7 @@ import uvicorn
 import yaml
 from pydantic import ValidationError
 
-from omnirelay.config import ChannelConfig, KeyConfig, Settings, load_settings
+from omnirelay.config import AccountsSettings, ChannelConfig, KeyConfig, Settings, load_settings
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -40,6 +40,8 @@ SIMULATORS: dict[str, str] = {
     "fal": "omnirelay.simulators.tasks.fal:create_fal_simulator",
     "midjourney": "omnirelay.simulators.tasks.midjourney:create_midjourney_simulator",
     "video": "omnirelay.simulators.tasks.video:create_video_simulator",
+    "ideogram": "omnirelay.simulators.image_vendors:create_ideogram_simulator",
+    "recraft": "omnirelay.simulators.image_vendors:create_recraft_simulator",
 }
 
 # What the demo serves through each simulator: (channel type, base-URL suffix, models).
@@ -59,7 +61,7 @@ DEMO_CHANNELS: dict[str, tuple[str, str, list[str]]] = {
         ],
     ),
     "anthropic": ("anthropic", "", ["claude-sonnet-4-5", "claude-3-5-haiku-latest"]),
-    "gemini": ("gemini", "", ["gemini-2.5-flash", "gemini-2.5-pro"]),
+    "gemini": ("gemini", "", ["gemini-2.5-flash", "gemini-2.5-pro", "imagen-4.0-fast-generate-001"]),
     "midjourney": (
         "midjourney",
         "",
@@ -88,6 +90,15 @@ DEMO_CHANNELS: dict[str, tuple[str, str, list[str]]] = {
         ["flux-kontext-pro", "flux-kontext-max", "flux-pro", "flux-pro-1.1-ultra", "imagen-4.0-generate-001"],
     ),
     "fal": ("fal", "", ["flux-dev", "flux-schnell", "flux-pro-1.1", "kling-v2-1-master"]),
+    "ideogram": ("ideogram", "", ["ideogram-v3", "ideogram-upscale", "ideogram-describe"]),
+    "recraft": (
+        "recraft",
+        "/v1",
+        [
+            *("recraftv3", "recraftv2", "recraft-vectorize", "recraft-remove-background", "recraft-clarity-upscale"),
+            *("recraft-generative-upscale", "recraft-style"),
+        ],
+    ),
 }
 DEMO_UPSTREAM_KEY = "sim-upstream-key"
 DEMO_UPSTREAM_KEYS: dict[str, str] = {"kling": "sim-access-key|sim-secret-key"}
@@ -170,6 +181,7 @@ def demo(
         channels=channels,
         keys=[KeyConfig(name="demo", key=key)],
         admin_token=admin_token or secrets.token_urlsafe(24),
+        accounts=AccountsSettings(signup="open", signup_credit_usd=5),  # try the account console at /account
     )
     base_url = f"http://{host}:{port}/v1"
     servers = [_server(factory(), "127.0.0.1", sim_ports[vendor]) for vendor, factory in factories.items()]
@@ -188,6 +200,7 @@ def demo(
             typer.echo(f"  API key  : {key}")
             typer.echo(f"  models   : {', '.join(m for c in channels for m in c.models)}")
             typer.echo(f"  console  : {base_url.removesuffix('/v1')}/admin (admin token: {settings.admin_token})")
+            typer.echo(f"  accounts : {base_url.removesuffix('/v1')}/account (sign-up is open, $5 to start)")
             typer.echo(
                 f"  try      : curl {base_url}/chat/completions -H 'Authorization: Bearer {key}' "
                 f"-H 'Content-Type: application/json' "
@@ -229,6 +242,8 @@ def serve(
         loop="uvloop",
         http="httptools",
         log_level="warning",
+        timeout_keep_alive=math.ceil(settings.keep_alive_timeout_s),
+        h11_max_incomplete_event_size=64 * 1024,  # h11 only: headers beyond 64 KiB are refused
         timeout_graceful_shutdown=math.ceil(
             graceful_timeout if graceful_timeout is not None else settings.shutdown_grace_s
         ),
@@ -609,6 +624,48 @@ def admin_password(
     if len(password) < 12:
         _fail("use at least 12 characters")
     typer.echo(hash_password(password))
+
+
+@app.command("rotate-master-key")
+def rotate_master_key(
+    new_key: Annotated[str, typer.Option(help="The new Fernet master key (Fernet.generate_key()).")],
+    config: Annotated[Path | None, typer.Option()] = None,
+) -> None:
+    """Re-encrypt every stored upstream key with a new master key, in one transaction. Then put the new key in
+    every instance's ``master_key`` (keep the old one in ``previous_master_keys`` while instances restart)."""
+    from cryptography.fernet import Fernet
+
+    from omnirelay.crypto import SecretBox
+    from omnirelay.gateway import master_key_for
+    from omnirelay.store.rotation import reencrypt_upstream_keys
+
+    settings = settings_from(config)
+    try:
+        Fernet(new_key.encode())
+    except ValueError:
+        _fail("--new-key is not a Fernet key (32 url-safe base64-encoded bytes)")
+    try:
+        current = master_key_for(settings)
+    except ValueError as exc:
+        _fail(str(exc))
+    old_box = SecretBox(current, settings.previous_master_keys)
+    new_box = SecretBox(new_key)
+
+    async def work(session: Any) -> int:
+        return await reencrypt_upstream_keys(session, old_box, new_box)
+
+    try:
+        count = _with_session(config, work)
+    except ValueError as exc:
+        _fail(f"nothing changed: {exc}")
+    if not settings.master_key:  # a single-machine install keeps its key beside the SQLite file
+        from omnirelay.config import async_database_url
+
+        key_file = Path(async_database_url(settings.database_url).removeprefix("sqlite+aiosqlite:///") + ".masterkey")
+        key_file.write_text(new_key)
+        typer.echo(f"re-encrypted {count} channel(s); the new key is in {key_file}")
+    else:
+        typer.echo(f"re-encrypted {count} channel(s); set master_key to the new key in every instance's config")
 
 
 def main() -> None:

@@ -81,6 +81,16 @@ class KeyConfig(BaseModel):
     account: str = "default"
 
 
+class AdminTokenConfig(BaseModel):
+    """A named admin API token; ``read`` tokens may only read (a write answers 403)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    token: str = Field(min_length=16)
+    scope: Literal["read", "full"] = "read"
+
+
 class TaskSettings(BaseModel):
     """The asynchronous task engine (Midjourney, Suno, video...)."""
 
@@ -118,6 +128,27 @@ class TaskSettings(BaseModel):
     """Name of this instance in leases and the poller's User-Agent; None: random per start."""
 
 
+class AccountsSettings(BaseModel):
+    """Self-service accounts (``api/users.py``): who may sign up, what a new account starts with, throttles."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    signup: Literal["open", "invite", "closed"] = "closed"
+    """open: anyone; invite: with an invitation code (admin API ``/admin/api/invitations``); closed: nobody."""
+    signup_group: str = "default"
+    signup_credit_usd: str | float = 0
+    """Credit a new account starts with (posted to its ledger as a top-up)."""
+    session_ttl_s: float = Field(default=12 * 3600.0, gt=0)
+    signin_failures_per_window: int = Field(default=10, ge=1)
+    """Refused sign-ins allowed per client address in ``throttle_window_s``; then 429."""
+    signups_per_window: int = Field(default=5, ge=1)
+    """Sign-ups (successful or not) allowed per client address in ``throttle_window_s``."""
+    throttle_window_s: float = Field(default=300.0, gt=0)
+    access_tokens_per_user: int = Field(default=50, ge=1)
+    keys_per_account: int = Field(default=100, ge=1)
+    """Live API keys a self-service account may hold (each one is kept in every instance's memory)."""
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -127,9 +158,13 @@ class Settings(BaseModel):
     """Prefix of every Redis key, so several gateways (or test runs) can share one Redis."""
     admin_token: str | None = None
     admin_users: dict[str, str] = Field(default_factory=dict)
+    admin_tokens: list[AdminTokenConfig] = Field(default_factory=list)
+    """Named admin tokens besides ``admin_token`` (which is ``admin``, full scope); the audit log names them."""
     """Console sign-in by name and password: name -> scrypt hash (``omnirelay admin-password`` prints one)."""
     master_key: str | None = None
     """Fernet key that encrypts upstream keys at rest; generated beside a SQLite file when absent."""
+    previous_master_keys: list[str] = Field(default_factory=list)
+    """Older master keys, for decryption only: set during a rotation, dropped once ``rotate-master-key`` ran."""
     channels: list[ChannelConfig] = Field(default_factory=list)
     keys: list[KeyConfig] = Field(default_factory=list)
     prices: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -166,8 +201,18 @@ class Settings(BaseModel):
     health_check_interval_s: float | None = Field(default=None, gt=0)
     """Check every enabled channel this often (a minimal request per model); None: only on demand."""
     tasks: TaskSettings = Field(default_factory=TaskSettings)
+    accounts: AccountsSettings = Field(default_factory=AccountsSettings)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     """``serve``: after SIGTERM, how long in-flight calls and streams may take to finish."""
+    body_read_timeout_s: float = Field(default=60.0, gt=0)
+    """A relay request's body must arrive within this long (slow-loris protection); later: 408."""
+    keep_alive_timeout_s: float = Field(default=5.0, gt=0)
+    """``serve``: an idle keep-alive connection is closed after this long."""
+    metrics_token: str | None = None
+    """Bearer token ``GET /metrics`` wants; None: open (as Prometheus scrapers on a private network expect)."""
+    auth_failures_per_minute: int = Field(default=20, ge=1)
+    """Failed client-key authentications one IP may make within a minute before it is answered 429 until its
+    failures age out of the window."""
     """Safety net: reload keys and channels this often even if no invalidation message arrived."""
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 KEY_PREFIX = "sk-or-"
 
@@ -38,10 +39,11 @@ def mask_secret(secret: str) -> str:
 
 
 class SecretBox:
-    """Encrypts the JSON list of a channel's upstream keys with the master key."""
+    """Encrypts the JSON list of a channel's upstream keys with the master key. ``previous`` keys only decrypt:
+    during a rotation every instance reads rows sealed with either key (``omnirelay rotate-master-key``)."""
 
-    def __init__(self, master_key: str) -> None:
-        self._fernet = Fernet(master_key.encode())
+    def __init__(self, master_key: str, previous: Sequence[str] = ()) -> None:
+        self._fernet = MultiFernet([Fernet(key.encode()) for key in (master_key, *previous)])
 
     def seal(self, keys: list[str]) -> str:
         return self._fernet.encrypt(orjson.dumps(keys)).decode()

@@ -57,6 +57,8 @@ class ErrorCode(Enum):
     not_priced = ErrorSpec(403, "permission", "model_not_priced", False, "warning")
     not_found = ErrorSpec(404, "not_found", "model_not_found", False, "info")
     request_too_large = ErrorSpec(413, "request_too_large", "request_too_large", False, "info")
+    request_timeout = ErrorSpec(408, "invalid_request", "request_timeout", False, "info")
+    """The client's body did not arrive within ``body_read_timeout_s`` (slow-loris)."""
     rate_limited = ErrorSpec(429, "rate_limited", "rate_limit_exceeded", True, "info", Blame.key)
     internal = ErrorSpec(500, "internal", None, False, "error")
     not_implemented = ErrorSpec(501, "not_implemented", "not_implemented", False, "info")

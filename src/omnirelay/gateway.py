@@ -23,6 +23,7 @@ from omnirelay.config import Settings, async_database_url
 from omnirelay.crypto import SecretBox, hash_key, load_or_create_master_key
 from omnirelay.errors import ErrorCode, GatewayError
 from omnirelay.limits import create_limiter
+from omnirelay.limits.auth_throttle import AuthThrottle
 from omnirelay.providers.upstream import create_session
 from omnirelay.routing.breaker import BreakerBoard, BreakerPolicy, SharedBreakers
 from omnirelay.routing.health import CheckResult, HealthChecker
@@ -52,7 +53,7 @@ class Gateway:
         self.settings = settings
         self.engine: AsyncEngine = create_engine(settings.database_url)
         self.sessions: async_sessionmaker = sessionmaker(self.engine)  # type: ignore[type-arg]
-        self.box = SecretBox(master_key_for(settings))
+        self.box = SecretBox(master_key_for(settings), settings.previous_master_keys)
         self.writer = BatchWriter(
             self.engine, interval=settings.usage_flush_interval_s, batch_size=settings.usage_batch_size
         )
@@ -65,6 +66,7 @@ class Gateway:
         self.shared_breakers = (
             SharedBreakers(self.board, self.limiter, lambda: self.registry.targets()) if settings.redis_url else None
         )
+        self.auth_throttle = AuthThrottle(settings.auth_failures_per_minute)
         self.health = HealthChecker(self.router, lambda: self.http, self._record_checks)
         self._http: aiohttp.ClientSession | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -217,11 +219,16 @@ class Gateway:
                 log.warning("cache_refresh_failed", error=type(exc).__name__)
 
     def authenticate(self, api_key: str | None, client_ip: str | None) -> KeyRecord:
-        """Key → record from memory. Raises the 401/403 the client's SDK expects."""
+        """Key → record from memory. Raises the 401/403 the client's SDK expects, or 429 to an address that
+        failed too often (``AuthThrottle``)."""
+        throttle = self.auth_throttle
+        if throttle.blocked:
+            self._refuse_throttled(throttle.retry_after(client_ip))
         if not api_key:
             raise GatewayError(ErrorCode.authentication, "Missing API key. Pass it as 'Authorization: Bearer <key>'.")
         record = self.snapshot.keys_by_hash.get(hash_key(api_key))
         if record is None or record.revoked:
+            self._refuse_throttled(throttle.failed(client_ip))
             raise GatewayError(ErrorCode.authentication, "Incorrect API key provided.")
         if record.expires_at is not None and record.expires_at <= time.time():
             raise GatewayError(ErrorCode.authentication, "This API key has expired.")
@@ -230,6 +237,15 @@ class Gateway:
         if not record.allows_ip(client_ip):
             raise GatewayError(ErrorCode.permission, "This API key may not be used from this address.")
         return record
+
+    @staticmethod
+    def _refuse_throttled(retry_after: float | None) -> None:
+        if retry_after is not None:
+            raise GatewayError(
+                ErrorCode.rate_limited,
+                "Too many failed authentications from this address; try again later.",
+                retry_after=retry_after,
+            )
 
     def check_model(self, record: KeyRecord, model: str) -> None:
         if not record.allows_model(model):

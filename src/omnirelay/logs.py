@@ -13,6 +13,8 @@ from typing import Any
 
 import structlog
 
+from omnirelay.api import request_id as request_ids
+
 _SECRET = re.compile(r"\b(sk-[A-Za-z0-9_\-]{6})[A-Za-z0-9_\-]{8,}|\b(AIza[0-9A-Za-z_\-]{4})[0-9A-Za-z_\-]{20,}")
 
 
@@ -23,10 +25,19 @@ def redact(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> Mutab
     return event
 
 
+def add_request_id(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The relayed call's id (``api.request_id``) on every line its task writes."""
+    request_id = request_ids.current.get()
+    if request_id is not None:
+        event.setdefault("request_id", request_id)
+    return event
+
+
 def configure_logging(level: str = "info") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            add_request_id,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact,

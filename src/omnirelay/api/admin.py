@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
-import hmac
 import io
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -33,12 +32,13 @@ from fastapi import APIRouter, Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from omnirelay.api.account import available_micros, iso, usd
+from omnirelay.api.admin_audit import SAFE_METHODS, admin_actor, audit_router
 from omnirelay.api.admin_auth import COOKIE, CSRF_HEADER, session_of
 from omnirelay.api.admin_models import (
     AccountIn,
@@ -159,6 +159,11 @@ async def _on_conflict(request: Request, exc: Exception) -> Response:
     return JSONResponse(_error_body("conflict", "the change conflicts with existing data (a duplicate name?)"), 409)
 
 
+async def _on_out_of_range(request: Request, exc: Exception) -> Response:
+    # A number the database column cannot hold (an id or cursor past 2**63, say): bad input, not a crash.
+    return JSONResponse(_error_body("invalid", "a number in the request is out of range"), 422)
+
+
 async def _on_database_error(request: Request, exc: Exception) -> Response:
     message = "the database is unavailable; admin changes need it (relaying continues from memory)"
     return JSONResponse(_error_body("database_unavailable", message), 503)
@@ -171,8 +176,8 @@ def _admin_guard(gateway: Gateway) -> Callable[..., Any]:
     async def require_admin(
         request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
     ) -> None:
-        token = gateway.settings.admin_token
-        if not token and not gateway.settings.admin_users:
+        settings = gateway.settings
+        if not settings.admin_token and not settings.admin_users and not settings.admin_tokens:
             raise AdminError(503, "admin_disabled", "admin API disabled: set admin_token")
         if credentials is None and COOKIE in request.cookies:  # the console: its session, and CSRF for changes
             console = await session_of(gateway, request)
@@ -180,12 +185,18 @@ def _admin_guard(gateway: Gateway) -> Callable[..., Any]:
                 raise AdminError(401, "unauthorized", "the console session ended: sign in again")
             if not console.allows(request):
                 raise AdminError(403, "csrf_failed", f"a change needs the session's {CSRF_HEADER} header")
+            request.state.admin_actor = f"session:{console.subject}"
             return
         given = credentials.credentials if credentials is not None else ""
-        if not token or not hmac.compare_digest(given.encode(), token.encode()):
+        actor = admin_actor(settings, given)
+        if actor is None:
             raise AdminError(
                 401, "unauthorized", "missing or wrong admin token", headers={"WWW-Authenticate": "Bearer"}
             )
+        name, scope = actor
+        if scope != "full" and request.method not in SAFE_METHODS:
+            raise AdminError(403, "read_only_token", f"the admin token '{name}' may only read")
+        request.state.admin_actor = f"token:{name}"
 
     return require_admin
 
@@ -225,6 +236,8 @@ def create_admin_api(gateway: Gateway) -> FastAPI:
     api.add_exception_handler(RequestValidationError, _on_validation_error)
     api.add_exception_handler(StarletteHTTPException, _on_http_error)
     api.add_exception_handler(IntegrityError, _on_conflict)
+    api.add_exception_handler(OverflowError, _on_out_of_range)
+    api.add_exception_handler(DataError, _on_out_of_range)
     for unreachable in (OperationalError, InterfaceError, PoolTimeout, OSError):
         api.add_exception_handler(unreachable, _on_database_error)
     store = Store(gateway)
@@ -236,11 +249,15 @@ def create_admin_api(gateway: Gateway) -> FastAPI:
         _prices(store),
         _redemption_codes(store),
         _usage(store),
+        audit_router(gateway),
     ):
         api.include_router(router)
     from omnirelay.api.admin_console import console_router  # builds on this module's Store and filters
 
     api.include_router(console_router(store))
+    from omnirelay.api.admin_invites import invitations_router  # sign-up invitations (api/users.py)
+
+    api.include_router(invitations_router(store))
     return api
 
 

@@ -354,7 +354,7 @@ class KeyOut(BaseModel):
     rpm: int | None
     tpm: int | None
     max_concurrency: int | None
-    status: str = Field(description="active, expired or revoked")
+    status: str = Field(description="active, disabled (by its owner), expired or revoked")
     revoked_at: str | None
     created_at: str | None
 
@@ -363,6 +363,8 @@ class KeyOut(BaseModel):
         status = "active"
         if row.revoked_at is not None:
             status = "revoked"
+        elif row.disabled:  # switched off by its owner (System API)
+            status = "disabled"
         elif row.expires_at is not None and utc(row.expires_at) <= datetime.now(UTC):
             status = "expired"
         return cls(

@@ -22,6 +22,39 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+MAX_JSON_DEPTH = 64
+"""Deepest nesting of objects and arrays a request body may have (tool schemas nest a dozen levels at most)."""
+MAX_JSON_ITEMS = 50_000
+"""Most entries one array or object of a request body may hold (messages, parts, embedding inputs...)."""
+
+
+def check_json_shape(raw: bytes, body: object) -> None:
+    """Refuse bodies nested deeper than ``MAX_JSON_DEPTH`` or with a container of more than ``MAX_JSON_ITEMS``
+    entries, before any code walks them. A body with fewer brackets than the depth limit and fewer commas than the
+    item limit cannot break either, which two C-speed counts tell: an ordinary call never walks its body here."""
+    if raw.count(b"{") + raw.count(b"[") <= MAX_JSON_DEPTH and raw.count(b",") < MAX_JSON_ITEMS:
+        return
+    stack: list[tuple[object, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children: Any = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise GatewayError(
+                ErrorCode.invalid_request, f"The request body nests deeper than {MAX_JSON_DEPTH} levels."
+            )
+        if len(children) > MAX_JSON_ITEMS:
+            raise GatewayError(
+                ErrorCode.request_too_large,
+                f"An array or object of the request body holds more than {MAX_JSON_ITEMS} entries.",
+            )
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+
+
 async def read_json_body(request: Request, limit: int) -> tuple[bytes, dict[str, Any]]:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -40,4 +73,5 @@ async def read_json_body(request: Request, limit: int) -> tuple[bytes, dict[str,
         raise GatewayError(ErrorCode.invalid_request, f"The request body is not valid JSON: {exc.msg}.") from None
     if not isinstance(body, dict):
         raise GatewayError(ErrorCode.invalid_request, "The request body must be a JSON object.")
+    check_json_shape(raw, body)
     return raw, body

@@ -14,6 +14,7 @@ nobody, and bills what was produced. That cancellation is ours, so it ends here,
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -21,10 +22,15 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from omnirelay.api import request_id as request_ids
 from omnirelay.api.errors import error_response
 from omnirelay.errors import ErrorCode, GatewayError
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+MAX_HEADERS = 100
+"""More header lines than any SDK sends (about 15): a relay request beyond this answers 431 unread. Header bytes are
+bounded by the HTTP parser (h11: ``h11_max_incomplete_event_size``); this bounds the work per request here."""
 
 
 class RelayFront:
@@ -39,6 +45,7 @@ class RelayFront:
         self.app = app
         self.exact = dict(exact)
         self.prefixes = tuple(prefixes)
+        self.deadlines = BodyDeadlines(60.0)
 
     @property
     def state(self) -> Any:
@@ -62,7 +69,18 @@ class RelayFront:
             return
         task = asyncio.current_task()
         assert task is not None
-        watch = DisconnectWatch(receive, task)
+        request_id = request_ids.client_request_id(scope["headers"])
+        if request_id is None:
+            request_id = request_ids.new_request_id()
+            request_ids.bind(request_id, from_client=False)
+        else:
+            request_ids.bind(request_id, from_client=True)
+        if len(scope["headers"]) > MAX_HEADERS:
+            crowded = GatewayError(ErrorCode.request_too_large, f"More than {MAX_HEADERS} request headers.", status=431)
+            await error_response("openai", crowded, request_id)(scope, receive, send)
+            return
+        watch = DisconnectWatch(receive, task, self.deadlines)
+        self.deadlines.reading(task)
         try:
             try:
                 response = await handler(Request(scope, watch.receive))
@@ -74,12 +92,19 @@ class RelayFront:
                 await stream_out(response, watch, send)
             else:
                 watch.disarm()
+                if "x-request-id" not in response.headers:  # refusals before a call existed
+                    response.headers["x-request-id"] = request_id
                 await response(scope, receive, send)
         except asyncio.CancelledError:
             if watch.fired and task.uncancel() == 0:
                 return  # the client left: nobody to answer
+            if self.deadlines.expired(task) and task.uncancel() == 0:
+                late = GatewayError(ErrorCode.request_timeout, "The request body did not arrive in time.")
+                await error_response("openai", late, request_id)(scope, receive, send)
+                return
             raise
         finally:
+            self.deadlines.done(task)
             watch.close()
 
 
@@ -87,11 +112,12 @@ class DisconnectWatch:
     """Wraps ``receive``: after the last chunk of the request body, one future waits for the disconnect and, while
     armed, cancels the serving task when it comes."""
 
-    __slots__ = ("_armed", "_receive", "_task", "fired", "future")
+    __slots__ = ("_armed", "_deadlines", "_receive", "_task", "fired", "future")
 
-    def __init__(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+    def __init__(self, receive: Receive, task: asyncio.Task[Any], deadlines: BodyDeadlines) -> None:
         self._receive = receive
         self._task = task
+        self._deadlines = deadlines
         self._armed = True
         self.fired = False
         self.future: asyncio.Future[Message] | None = None
@@ -101,6 +127,7 @@ class DisconnectWatch:
         if message["type"] == "http.request" and not message.get("more_body", False) and self.future is None:
             # The body is complete, so the next message can only be the disconnect (or the server noting that
             # the response completed, which comes after ``disarm``).
+            self._deadlines.done(self._task)
             self.future = asyncio.ensure_future(self._receive())
             self.future.add_done_callback(self._on_message)
         return message
@@ -121,6 +148,38 @@ class DisconnectWatch:
         self._armed = False
         if self.future is not None:
             self.future.cancel()
+
+
+class BodyDeadlines:
+    """Slow-loris bodies: the tasks still reading their request body, with when they began. Each new request
+    sweeps (at most once a second) and cancels those reading longer than ``timeout_s``; they answer 408. No timer
+    per request: a dict entry in, a dict entry out."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._reading: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._swept = 0.0
+
+    def reading(self, task: asyncio.Task[Any]) -> None:
+        now = time.monotonic()
+        self._reading[task] = now
+        if now - self._swept >= 1.0:
+            self._swept = now
+            horizon = now - self.timeout_s
+            for late in [t for t, began in self._reading.items() if began < horizon]:
+                del self._reading[late]
+                self._expired.add(late)
+                late.cancel()
+
+    def done(self, task: asyncio.Task[Any]) -> None:
+        self._reading.pop(task, None)
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        if task in self._expired:
+            self._expired.discard(task)
+            return True
+        return False
 
 
 async def stream_out(response: StreamingResponse, watch: DisconnectWatch, send: Send) -> None:

@@ -7,6 +7,8 @@ The key comes as ``x-goog-api-key``, ``?key=`` or a bearer token.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -16,6 +18,7 @@ from omnirelay.api.common import bearer_token, client_ip, read_json_body
 from omnirelay.api.errors import error_response
 from omnirelay.api.relay import Call, Relay
 from omnirelay.billing import tokens
+from omnirelay.billing.vendor_meters import PredictionsMeter
 from omnirelay.errors import ErrorCode, GatewayError
 from omnirelay.gateway import Gateway
 from omnirelay.providers.kinds import CHANNEL_KINDS
@@ -28,7 +31,9 @@ METHODS: dict[str, tuple[str, bool]] = {
     "countTokens": ("count_tokens", False),
     "embedContent": ("embed", False),
     "batchEmbedContents": ("batch_embed", False),
+    "predict": ("predict", False),
 }
+IMAGEN_MAX_SAMPLES = 4
 GENERATION_METHODS = ["generateContent", "streamGenerateContent", "countTokens"]
 
 
@@ -68,6 +73,7 @@ class GeminiSurface:
             self.gateway.check_model(key, model)
             if operation == "chat" and not body.get("contents"):
                 raise GatewayError(ErrorCode.invalid_request, "* contents: must not be empty", param="contents")
+            meter = imagen_meter(body) if operation == "predict" else None
             call = Call(
                 surface="gemini",
                 endpoint=operation,
@@ -78,7 +84,10 @@ class GeminiSurface:
                 raw=raw,
                 client_ip=ip,
                 gemini_sse=request.query_params.get("alt") == "sse",
+                meter=meter,
             )
+            if meter is not None:
+                call.prompt_tokens = 0  # priced per image: no token window to fill
             if operation == "count_tokens" and not self._served_natively(model):
                 count = tokens.count_gemini_prompt(model, body.get("generateContentRequest", body))
                 return Response(orjson.dumps({"totalTokens": count}), media_type="application/json")
@@ -124,3 +133,24 @@ def gemini_model(model: str) -> dict[str, object]:
 def gemini_model_list(gateway: Gateway, key: KeyRecord) -> Response:
     models = [gemini_model(m) for m in gateway.registry.models() if key.allows_model(m)]
     return Response(orjson.dumps({"models": models}), media_type="application/json")
+
+
+def imagen_meter(body: dict[str, Any]) -> PredictionsMeter:
+    """Imagen's ``:predict`` (``{"instances": [{"prompt"}], "parameters": {"sampleCount", ...}}``), checked as
+    Google checks it; billed per image returned."""
+    instances = body.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise GatewayError(ErrorCode.invalid_request, "* instances: must not be empty", param="instances")
+    for instance in instances:
+        prompt = instance.get("prompt") if isinstance(instance, dict) else None
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise GatewayError(ErrorCode.invalid_request, "* instances[0].prompt: is required", param="prompt")
+    parameters = body.get("parameters") or {}
+    count = parameters.get("sampleCount", 1) if isinstance(parameters, dict) else None
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= IMAGEN_MAX_SAMPLES:
+        raise GatewayError(
+            ErrorCode.invalid_request,
+            f"* parameters.sampleCount: must be an integer from 1 to {IMAGEN_MAX_SAMPLES}",
+            param="sampleCount",
+        )
+    return PredictionsMeter(count * len(instances), None, None)

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,7 +21,9 @@ import orjson
 import structlog
 from starlette.responses import Response, StreamingResponse
 
+from omnirelay.api import request_id as request_ids
 from omnirelay.api.admission import Admission, Ticket
+from omnirelay.api.request_id import new_request_id
 from omnirelay.billing import tokens
 from omnirelay.billing.meters import Meter
 from omnirelay.errors import Blame, ErrorCode, GatewayError
@@ -47,7 +47,8 @@ from omnirelay.formats.translate import (
 )
 from omnirelay.formats.usage import Usage
 from omnirelay.gateway import Gateway
-from omnirelay.providers.kinds import CHANNEL_KINDS, WireFormat
+from omnirelay.metrics import CallStats
+from omnirelay.providers.kinds import CHANNEL_KINDS, TRANSLATABLE, WireFormat
 from omnirelay.providers.media import fetch_media
 from omnirelay.providers.upstream import (
     StreamWatchdog,
@@ -109,23 +110,9 @@ def translation_errors(
         raise GatewayError(ErrorCode.invalid_request, str(exc)) from None
 
 
-class _RequestIds:
-    """``req_`` + a random per-process prefix + a counter: unique across instances and workers (the prefix is
-    drawn again in a forked child) without a ``getrandom`` system call per request."""
-
-    def __init__(self) -> None:
-        self.reset()
-        os.register_at_fork(after_in_child=self.reset)
-
-    def reset(self) -> None:
-        self.prefix = "req_" + os.urandom(6).hex()
-        self.counter = itertools.count(int.from_bytes(os.urandom(3)))
-
-    def __call__(self) -> str:
-        return f"{self.prefix}{next(self.counter):012x}"
-
-
-new_request_id = _RequestIds()
+def call_request_id() -> str:
+    """The id ``RelayFront`` bound for this request (the client's, when sane), else a new one."""
+    return request_ids.current.get() or new_request_id()
 
 
 class StreamTap(Protocol):
@@ -190,7 +177,7 @@ class Call:
     """Gemini clients: ``alt=sse`` framing, else the JSON-array stream."""
     forward_headers: dict[str, str] = field(default_factory=dict)
     """Client headers for an upstream of the client's own format (``anthropic-version``, ``anthropic-beta``)."""
-    request_id: str = field(default_factory=new_request_id)
+    request_id: str = field(default_factory=call_request_id)
     started: float = field(default_factory=time.perf_counter)
     candidate: Candidate | None = None
     ticket: Ticket | None = None
@@ -205,6 +192,8 @@ class Call:
     """The answer is binary (speech): relayed as it arrives with the upstream's content type, no SSE handling."""
     rebuild: Callable[[str], bytes] | None = None
     """The body for another upstream model name, when it is not JSON (a multipart upload)."""
+    streaming: bool = False
+    """A stream is being relayed to the client (counted in ``CallStats.streams`` until ``_finish``)."""
 
     def overhead_ms(self, now: float | None = None) -> float:
         end = now if now is not None else time.perf_counter()
@@ -227,12 +216,15 @@ class Relay:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
         self.admission = Admission(gateway.billing, gateway.limiter)
+        self.stats = CallStats()
 
     async def handle(self, call: Call) -> Response:
         plan = self.gateway.router.plan(call.model)
+        self.stats.in_flight += 1  # back down in ``_finish``
         try:
             call.ticket = await self.admission.admit(
-                request_id=call.request_id,
+                # A client's id may repeat (retries, a tracing system's reuse): the budget hold needs a unique one.
+                request_id=new_request_id() if request_ids.supplied.get() else call.request_id,
                 key=call.key,
                 surface=call.surface,
                 model=call.model,
@@ -331,7 +323,7 @@ class Relay:
                 body = replace_model(body, call.body, model)
             path = upstream_path(upstream_format, call.endpoint, model, call.stream, gemini_sse=call.gemini_sse)
             return Prepared(path, body, upstream_format, hide_usage=hide_usage)
-        if call.endpoint != "chat":
+        if call.endpoint != "chat" or upstream_format not in TRANSLATABLE:  # image vendors only pass through
             raise GatewayError(
                 ErrorCode.not_implemented,
                 f"'{call.endpoint}' calls to a {upstream_format} channel are not supported "
@@ -494,6 +486,8 @@ class Relay:
         if call.raw_stream:
             media_type = response.headers.get("content-type", "application/octet-stream")
         stream = self._relay_stream(call, candidate, response, tap, watchdog, first)
+        call.streaming = True
+        self.stats.streams += 1
         return StreamingResponse(stream, headers=headers, media_type=media_type)
 
     async def _relay_stream(
@@ -600,6 +594,23 @@ class Relay:
         now = time.perf_counter()
         candidate = call.candidate
         cost = self.admission.settle(call.ticket, call.key, usage) if call.ticket is not None else 0
+        stats = self.stats
+        stats.in_flight -= 1
+        if call.streaming:
+            stats.streams -= 1
+        stats.record(
+            call.surface,
+            call.endpoint,
+            call.model,
+            candidate.channel.name if candidate else None,
+            status,
+            error_code,
+            usage,
+            cost,
+            now - call.started,
+            call.first_token_at - call.started if call.first_token_at else None,
+            call.overhead_ms(now) / 1000,
+        )
         self.gateway.writer.record(
             {
                 "request_id": call.request_id,

@@ -121,6 +121,10 @@ def error_object(fmt: Format, status: int, code: str | Enum, message: str, param
     if fmt == "anthropic":
         kind = ANTHROPIC_TYPES.get(name, "api_error" if status >= 500 else "invalid_request_error")
         return {"type": "error", "error": {"type": kind, "message": message}}
+    if fmt == "ideogram":  # type: ignore[comparison-overlap]  # image vendors: formats.ir.Format is chat-only
+        return {"error": message}
+    if fmt == "recraft":  # type: ignore[comparison-overlap]
+        return {"code": RECRAFT_CODES.get(name, name), "message": message}
     rpc = GEMINI_STATUSES.get(status, "INTERNAL" if status >= 500 else "INVALID_ARGUMENT")
     return {"error": {"code": status, "message": message, "status": rpc}}
 
@@ -292,10 +296,40 @@ def upstream_error_from_gemini(status: int, body: bytes | JSONObject) -> Upstrea
     return UpstreamError(code, _message(error, body, status), rpc, retry_after=retry_after)
 
 
+RECRAFT_CODES: dict[str, str] = {
+    "invalid_request": "invalid_parameter",
+    "authentication": "unauthorized",
+    "insufficient_quota": "not_enough_credits",
+    "not_found": "not_found",
+    "request_too_large": "request_too_large",
+    "rate_limited": "too_many_requests",
+}
+"""Gateway code → Recraft's ``code`` (``{"code", "message"}`` bodies); other codes keep their own name."""
+
+RECRAFT_VENDOR_CODES: dict[str, str] = {value: key for key, value in RECRAFT_CODES.items()}
+
+
+def upstream_error_from_ideogram(status: int, body: bytes | JSONObject) -> UpstreamError:
+    """Ideogram answers ``{"error": "..."}`` (or FastAPI's ``{"detail": ...}``); the status carries the meaning
+    (422 is its safety check, a request error like any 400)."""
+    loaded = _load(body)
+    text = str_or_none(loaded.get("error")) or str_or_none(loaded.get("detail"))
+    return UpstreamError(_fallback(status), text or _message(None, body, status))
+
+
+def upstream_error_from_recraft(status: int, body: bytes | JSONObject) -> UpstreamError:
+    loaded = _load(body)
+    vendor_code = str_or_none(loaded.get("code"))
+    code = RECRAFT_VENDOR_CODES.get(vendor_code or "") or _fallback(status)
+    return UpstreamError(code, _message(loaded, body, status), vendor_code)
+
+
 UPSTREAM_PARSERS = {
     "openai": upstream_error_from_openai,
     "anthropic": upstream_error_from_anthropic,
     "gemini": upstream_error_from_gemini,
+    "ideogram": upstream_error_from_ideogram,
+    "recraft": upstream_error_from_recraft,
 }
 
 

@@ -8,7 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-WireFormat = Literal["openai", "anthropic", "gemini"]
+WireFormat = Literal["openai", "anthropic", "gemini", "ideogram", "recraft"]
+"""The last two are image vendors' own shapes: their calls only ever pass through (``api.image_vendors``)."""
+
+TRANSLATABLE: frozenset[str] = frozenset({"openai", "anthropic", "gemini"})
+"""Formats that chat calls can be translated to and from."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,4 +43,8 @@ CHANNEL_KINDS: dict[str, ChannelKind] = {
     "openai-compatible": _OPENAI,
     "anthropic": ChannelKind("anthropic", "x-api-key", fixed_headers={"anthropic-version": "2023-06-01"}),
     "gemini": ChannelKind("gemini", "x-goog-api-key"),
+    # Image vendors with synchronous APIs of their own (``api.image_vendors``): base URLs as their docs give them,
+    # ``https://api.ideogram.ai`` and ``https://external.api.recraft.ai/v1``.
+    "ideogram": ChannelKind("ideogram", "Api-Key"),
+    "recraft": ChannelKind("recraft", "Authorization", "Bearer "),
 }

@@ -34,6 +34,18 @@ PATHS: dict[tuple[WireFormat, str, bool], str] = {
     ("gemini", "count_tokens", False): "/v1beta/models/{model}:countTokens",
     ("gemini", "embed", False): "/v1beta/models/{model}:embedContent",
     ("gemini", "batch_embed", False): "/v1beta/models/{model}:batchEmbedContents",
+    ("gemini", "predict", False): "/v1beta/models/{model}:predict",
+    ("ideogram", "ideogram_generate", False): "/v1/ideogram-v3/generate",
+    ("ideogram", "ideogram_edit", False): "/v1/ideogram-v3/edit",
+    ("ideogram", "ideogram_remix", False): "/v1/ideogram-v3/remix",
+    ("ideogram", "ideogram_upscale", False): "/upscale",
+    ("ideogram", "ideogram_describe", False): "/describe",
+    ("recraft", "recraft_generations", False): "/images/generations",
+    ("recraft", "recraft_vectorize", False): "/images/vectorize",
+    ("recraft", "recraft_remove_background", False): "/images/removeBackground",
+    ("recraft", "recraft_clarity_upscale", False): "/images/clarityUpscale",
+    ("recraft", "recraft_generative_upscale", False): "/images/generativeUpscale",
+    ("recraft", "recraft_styles", False): "/styles",
 }
 
 

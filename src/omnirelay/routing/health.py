@@ -20,7 +20,7 @@ import orjson
 import structlog
 
 from omnirelay.errors import GatewayError
-from omnirelay.providers.kinds import CHANNEL_KINDS, WireFormat
+from omnirelay.providers.kinds import CHANNEL_KINDS, TRANSLATABLE, WireFormat
 from omnirelay.providers.upstream import classify_answer, open_upstream, read_answer, read_error_body
 from omnirelay.providers.wire import upstream_path
 from omnirelay.routing.registry import Candidate, Route
@@ -76,6 +76,8 @@ def check_plan(route: Route) -> list[Candidate]:
     """One candidate per upstream model, keys in turn, plus one per key not used yet."""
     channel = route.channel
     if channel.type not in CHANNEL_KINDS:  # a task vendor: its polls show its health, a chat probe would not
+        return []
+    if CHANNEL_KINDS[channel.type].wire_format not in TRANSLATABLE:  # an image vendor: no call is cheap to probe
         return []
     models = sorted({channel.upstream_model(m) for m in channel.serves()})
     keys = route.keys

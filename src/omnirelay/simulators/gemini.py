@@ -58,7 +58,7 @@ from omnirelay.simulators.common import (
     pace,
     strip_directives,
 )
-from omnirelay.simulators.media import png
+from omnirelay.simulators.media import jpeg, png
 from omnirelay.simulators.schema_values import value_for_schema
 
 MEDIA_TOKENS = 258
@@ -621,6 +621,10 @@ def _embed_one(request: dict[str, Any]) -> dict[str, Any]:
     return {"values": _embedding(text, dimensions)}
 
 
+_IMAGEN_SIZES = {"1:1": (1024, 1024), "3:4": (896, 1280), "4:3": (1280, 896), "9:16": (768, 1408), "16:9": (1408, 768)}
+"""Imagen's pixel sizes per ``aspectRatio`` at ``imageSize`` 1K (2K doubles both sides)."""
+
+
 def create_gemini_simulator(state: SimulatorState | None = None) -> Starlette:
     """The Gemini Developer API simulator as a Starlette app, with ``/_sim/*`` control routes."""
     state = state or SimulatorState()
@@ -669,7 +673,48 @@ def create_gemini_simulator(state: SimulatorState | None = None) -> Starlette:
             return _json_response({"embeddings": [_embed_one(r) for r in body["requests"] if isinstance(r, dict)]})
         return _json_response({"embedding": _embed_one(body)})
 
+    async def predict(request: Request, body: Any, model: str, stream: bool) -> Response:
+        """Imagen: ``{"instances": [{"prompt"}], "parameters": {"sampleCount", "aspectRatio", "imageSize",
+        "outputOptions": {"mimeType"}}}`` → ``{"predictions": [{"bytesBase64Encoded", "mimeType"}]}``."""
+        if not model.startswith("imagen-"):
+            return _error(400, f"models/{model} does not support predict.")
+        instances = body.get("instances") if isinstance(body, dict) else None
+        if not isinstance(instances, list) or not instances:
+            raise _InvalidRequest("* instances: must not be empty")
+        parameters = body.get("parameters") or {}
+        prompts = [str((i or {}).get("prompt") or "") for i in instances if isinstance(i, dict)]
+        if not all(p.strip() for p in prompts) or len(prompts) != len(instances):
+            raise _InvalidRequest("* instances[0].prompt: is required")
+        knobs = state.knobs_for(request, " ".join(prompts))
+        if (early := await _before_answer(request, knobs)) is not None:
+            return early
+        count = parameters.get("sampleCount", 4 if model.startswith("imagen-3") else 1)
+        if not isinstance(count, int) or not 1 <= count <= 4:
+            raise _InvalidRequest("* parameters.sampleCount: must be from 1 to 4")
+        ratio = parameters.get("aspectRatio", "1:1")
+        if ratio not in _IMAGEN_SIZES:
+            raise _InvalidRequest(f"* parameters.aspectRatio: unsupported value {ratio!r}")
+        width, height = _IMAGEN_SIZES[ratio]
+        if parameters.get("imageSize") == "2K":
+            width, height = width * 2, height * 2
+        mime = (parameters.get("outputOptions") or {}).get("mimeType", "image/png")
+        if mime not in ("image/png", "image/jpeg"):
+            raise _InvalidRequest(f"* parameters.outputOptions.mimeType: unsupported value {mime!r}")
+        encode = png if mime == "image/png" else jpeg
+        predictions = [
+            {
+                "bytesBase64Encoded": base64.b64encode(
+                    encode(width, height, f"{model}\x00{strip_directives(prompt)}\x00{index}")
+                ).decode(),
+                "mimeType": mime,
+            }
+            for prompt in prompts
+            for index in range(count)
+        ]
+        return _json_response({"predictions": predictions})
+
     methods: dict[str, Callable[[Request, Any, str, bool], Awaitable[Response]]] = {
+        "predict": predict,
         "generateContent": generate,
         "streamGenerateContent": generate,
         "countTokens": count,

@@ -25,7 +25,7 @@ import struct
 import zlib
 from array import array
 
-__all__ = ["MP3_SAMPLES_PER_FRAME", "MP3_SAMPLE_RATE", "jpeg", "mp3", "png", "wav", "webp"]
+__all__ = ["MP3_SAMPLES_PER_FRAME", "MP3_SAMPLE_RATE", "jpeg", "mp3", "png", "svg", "wav", "webp"]
 
 _TILES = 8
 """The picture is a _TILES x _TILES grid of flat colours (fewer tiles when the image is smaller)."""
@@ -461,3 +461,20 @@ def webp(width: int, height: int, seed: str) -> bytes:
     data = writer.flush()
     chunk = b"VP8L" + struct.pack("<I", len(data)) + data + (b"\x00" if len(data) & 1 else b"")
     return b"RIFF" + struct.pack("<I", 4 + len(chunk)) + b"WEBP" + chunk
+
+
+def svg(width: int, height: int, seed: str) -> bytes:
+    """An SVG document of ``width`` x ``height`` user units: the same tile picture as :func:`png`, one ``rect``
+    per tile (what a vector style or a vectorizer returns)."""
+    _check_size(width, height)
+    xs, ys, grid = _grid(width, height, seed)
+    rects = [
+        f'<rect x="{xs[c]}" y="{ys[r]}" width="{xs[c + 1] - xs[c]}" height="{ys[r + 1] - ys[r]}" '
+        f'fill="#{red:02x}{green:02x}{blue:02x}"/>'
+        for r, colours in enumerate(grid)
+        for c, (red, green, blue) in enumerate(colours)
+    ]
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}">' + "".join(rects) + "</svg>"
+    ).encode()

@@ -79,6 +79,10 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    """Switched off by its owner (System API): refused like a revoked key, but may be switched on again."""
+    deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    """Deleted by its owner: revoked too, and left out of the owner's lists (usage rows still name it)."""
 
 
 class Channel(Base):

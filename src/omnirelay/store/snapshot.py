@@ -146,7 +146,7 @@ async def load_snapshot(session: AsyncSession, box: SecretBox) -> Snapshot:
             if row.allowed_ips is not None
             else None,
             expires_at=_timestamp(row.expires_at),
-            revoked=row.revoked_at is not None,
+            revoked=row.revoked_at is not None or row.disabled,  # an owner-disabled key is refused alike
             account_disabled=account.disabled,
             spend_cap_micros=row.spend_cap_micros,
             rpm=row.rpm,

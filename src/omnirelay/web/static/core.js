@@ -12,7 +12,9 @@ export class ApiError extends Error {
 }
 
 function urlFor(path, query) {
-  const url = new URL(path.startsWith('/') && !path.startsWith('/admin') ? '/admin/api' + path : path, location.origin);
+  // '/api/...' paths are the System API (the account console); other bare paths are the admin API.
+  const own = path.startsWith('/admin') || path.startsWith('/api/');
+  const url = new URL(path.startsWith('/') && !own ? '/admin/api' + path : path, location.origin);
   for (const [name, value] of Object.entries(query || {})) {
     if (value !== undefined && value !== null && value !== '') url.searchParams.set(name, value);
   }

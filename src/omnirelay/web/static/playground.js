@@ -21,6 +21,11 @@ async function temporaryKey() {
   return created.key;
 }
 
+async function adminModels() {
+  const channels = await api('/channels');
+  return [...new Set(channels.filter((c) => c.enabled).flatMap((c) => [...c.models, ...Object.keys(c.model_map)]))].sort();
+}
+
 // Server-sent events from a fetch body: yields each `data:` payload.
 async function* events(response) {
   const reader = response.body.getReader();
@@ -40,7 +45,9 @@ async function* events(response) {
   }
 }
 
-export async function render(root) {
+// options (the account console): models() lists what may be called, temporaryKey() mints a key, keyHelp is the
+// notice shown when it did. Without them: the admin's view (channels' models, a key of the playground account).
+export async function render(root, options = {}) {
   const keyInput = h('input', { id: 'pg-key', type: 'password', autocomplete: 'off', placeholder: 'sk-…', value: sessionStorage.getItem(STORE) || '' });
   const model = h('select', { id: 'pg-model' });
   const system = h('input', { id: 'pg-system', placeholder: 'You are a helpful assistant.' });
@@ -52,17 +59,16 @@ export async function render(root) {
   const history = [];
   let controller = null;
 
-  const channels = await api('/channels');
-  const models = [...new Set(channels.filter((c) => c.enabled).flatMap((c) => [...c.models, ...Object.keys(c.model_map)]))].sort();
+  const models = options.models ? await options.models() : await adminModels();
   model.replaceChildren(...(models.length ? models : ['']).map((m) => h('option', { value: m }, m || 'no models: add a channel')));
 
   keyInput.addEventListener('change', () => sessionStorage.setItem(STORE, keyInput.value.trim()));
   const makeKey = h('button', {
     type: 'button',
     onclick: (e) => act(e.currentTarget, async () => {
-      keyInput.value = await temporaryKey();
+      keyInput.value = await (options.temporaryKey || temporaryKey)();
       sessionStorage.setItem(STORE, keyInput.value);
-    }, 'Temporary key created (1 hour, $5 cap)'),
+    }, options.keyHelp || 'Temporary key created (1 hour, $5 cap)'),
   }, 'Create temporary key');
   const clear = h('button', { type: 'button', onclick: () => { history.length = 0; log.replaceChildren(); stats.textContent = ''; } }, 'Clear');
   stop.addEventListener('click', () => controller?.abort());
