@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Self, TypeVar
 from urllib.parse import urlparse
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
@@ -302,9 +302,10 @@ class AccountOut(BaseModel):
         )
 
 
-class LedgerEntryOut(BaseModel):
+class LedgerOut(BaseModel):
+    """A ledger entry as its own account sees it (the System API); the admin view adds the account."""
+
     id: int
-    account_id: int
     kind: str
     amount_usd: str
     amount_micros: int
@@ -314,7 +315,8 @@ class LedgerEntryOut(BaseModel):
     created_at: str | None
 
     @classmethod
-    def from_row(cls, row: LedgerEntry) -> LedgerEntryOut:
+    def from_row(cls, row: LedgerEntry) -> Self:
+        # account_id is a field of the admin view only; the account's own view ignores it.
         return cls(
             id=row.id,
             account_id=row.account_id,
@@ -325,6 +327,10 @@ class LedgerEntryOut(BaseModel):
             key_id=row.key_id,
             created_at=iso(row.created_at),
         )
+
+
+class LedgerEntryOut(LedgerOut):
+    account_id: int
 
 
 class MoneyMovedOut(BaseModel):

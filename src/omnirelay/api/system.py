@@ -46,12 +46,11 @@ from omnirelay.api.admin import (
     not_found,
     page_of,
 )
-from omnirelay.api.admin_models import Page
+from omnirelay.api.admin_models import LedgerOut, Page
 from omnirelay.api.system_models import (
     LEDGER_KINDS,
     AccountInfoOut,
     DayTotalsOut,
-    LedgerOut,
     LogRowOut,
     LogType,
     ModelPriceOut,

@@ -320,29 +320,6 @@ class UsageAggregateOut(BaseModel):
     by_model: list[ModelTotalsOut]
 
 
-class LedgerOut(BaseModel):
-    id: int
-    kind: str
-    amount_usd: str
-    amount_micros: int
-    reason: str | None
-    ref: str | None
-    key_id: int | None
-    created_at: str | None
-
-    @classmethod
-    def from_row(cls, row: LedgerEntry) -> LedgerOut:
-        return cls(
-            id=row.id,
-            kind=row.kind,
-            **micros("amount", row.amount_micros),
-            reason=row.reason,
-            ref=row.ref,
-            key_id=row.key_id,
-            created_at=iso(row.created_at),
-        )
-
-
 class OwnTaskOut(BaseModel):
     id: str = Field(description="The task's public id.")
     vendor: str
