@@ -50,6 +50,11 @@ def iso(value: datetime | None) -> str | None:
     return None if value is None else admin_repo.utc(value).isoformat()
 
 
+def epoch_iso(value: float | None) -> str | None:
+    """A Unix time (the tasks table keeps seconds) as an ISO 8601 UTC timestamp."""
+    return None if value is None else iso(datetime.fromtimestamp(value, UTC))
+
+
 def balance_micros(account: Account) -> int:
     return account.credits_micros - account.debits_micros
 

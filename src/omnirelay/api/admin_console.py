@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from omnirelay.api.account import iso, usd
+from omnirelay.api.account import epoch_iso, iso, usd
 from omnirelay.api.admin import Cursor, Filters, Limit, Store, page_of
 from omnirelay.api.admin_models import ChannelCheckOut, Page, micros
 from omnirelay.store import console_repo
@@ -70,13 +70,9 @@ class TaskOut(BaseModel):
             error=row.error,
             **micros("cost", row.cost_micros),
             billing=row.billing,
-            submitted_at=_epoch_iso(row.submitted_at),
-            finished_at=_epoch_iso(row.finished_at),
+            submitted_at=epoch_iso(row.submitted_at),
+            finished_at=epoch_iso(row.finished_at),
         )
-
-
-def _epoch_iso(value: float | None) -> str | None:
-    return None if value is None else iso(datetime.fromtimestamp(value, UTC))
 
 
 TaskStatus = Literal["SUBMITTED", "QUEUED", "IN_PROGRESS", "SUCCESS", "FAILURE"]

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from omnirelay.api.account import iso
+from omnirelay.api.account import epoch_iso, iso
 from omnirelay.api.admin_models import Expiry, Input, KeyPatch, Name, micros
 from omnirelay.store.admin_repo import utc
 from omnirelay.store.models import ApiKey, LedgerEntry, Task, UsageLog
@@ -352,13 +352,9 @@ class OwnTaskOut(BaseModel):
             error=row.error,
             **micros("cost", row.cost_micros),
             billing=row.billing,
-            submitted_at=_epoch(row.submitted_at),
-            finished_at=_epoch(row.finished_at),
+            submitted_at=epoch_iso(row.submitted_at),
+            finished_at=epoch_iso(row.finished_at),
         )
-
-
-def _epoch(value: float | None) -> str | None:
-    return None if value is None else datetime.fromtimestamp(value, UTC).isoformat()
 
 
 class RedeemIn(Input):

@@ -56,7 +56,7 @@ class RawInsert:
         marks = ", ".join("?" if sqlite else f"${n}" for n in range(1, len(columns) + 1))
         self.sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
         datetimes = {name for name in columns if isinstance(table.c[name].type, DateTime)}
-        self._convert = {name: _sqlite_datetime for name in datetimes} if sqlite else {}
+        convert = {name: _sqlite_datetime for name in datetimes} if sqlite else {}
         # The columns' scalar Python-side defaults, which a driver-level insert would otherwise not apply.
         self._defaults = {
             name: table.c[name].default.arg  # type: ignore[union-attr]
@@ -65,7 +65,7 @@ class RawInsert:
         }
         self._defaults.update({name: None for name in columns if name not in self._defaults})
         self._pick = operator.itemgetter(*columns)
-        self._converted = [(columns.index(name), convert) for name, convert in self._convert.items()]
+        self._converted = [(columns.index(name), to_text) for name, to_text in convert.items()]
 
     def rows(self, dicts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
         pick, defaults, converted = self._pick, self._defaults, self._converted
