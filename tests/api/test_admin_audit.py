@@ -41,6 +41,7 @@ def admin(gw: GatewayHarness, token: str) -> httpx.Client:
 
 
 def audit(gw: GatewayHarness) -> list[dict[str, object]]:
+    gw.server.wait_idle()  # a write's audit row is committed just after its answer is sent
     with admin(gw, READER) as client:
         answer = client.get("/audit", params={"limit": 500})
     assert answer.status_code == 200

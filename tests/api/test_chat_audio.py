@@ -1,6 +1,6 @@
-"""Chat with audio in and out (gpt-4o-audio-preview) through the gateway with the ``openai`` SDK, on SQLite and
-PostgreSQL: the request reaches an OpenAI channel byte for byte, the spoken answer comes back as a real WAV (or
-pcm16 deltas when streamed), and audio tokens are billed at the model's audio rates."""
+"""Chat with audio in and out (gpt-4o-audio-preview) through the gateway with the ``openai`` SDK: the request
+reaches an OpenAI channel byte for byte, the spoken answer comes back as a real WAV (or pcm16 deltas when streamed),
+and audio tokens are billed at the model's audio rates (on SQLite: the database only stores the computed cost)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,13 @@ import openai
 import orjson
 import pytest
 
-from omnirelay.config import ChannelConfig, Settings
+from omnirelay.config import ChannelConfig
 from omnirelay.simulators.media import wav
-from tests.conftest import UPSTREAM_KEY, GatewayHarness, start_gateway
+from tests.api.keyed_gateway import client, keyed_gateway, usage_rows, with_claude
+from tests.conftest import SQLITE_ONLY, UPSTREAM_KEY, GatewayHarness
 from tests.harness import ServerThread
+
+pytestmark = SQLITE_ONLY
 
 MODEL = "gpt-4o-audio-preview"
 REPLY = "golden retrievers are friendly dogs"
@@ -32,48 +35,15 @@ TEXT_IN, TEXT_OUT, AUDIO_IN, AUDIO_OUT = 2_500_000, 10_000_000, 40_000_000, 80_0
 
 @pytest.fixture(scope="module")
 def gw(database_url: str, openai_sim: ServerThread) -> Iterator[GatewayHarness]:
-    settings = Settings(
-        database_url=database_url,
-        channels=[
-            ChannelConfig(
-                name="openai",
-                base_url=openai_sim.url + "/v1",
-                api_keys=[UPSTREAM_KEY],
-                models=[MODEL, "gpt-4o-mini"],
-            ),
-            ChannelConfig(
-                name="claude", type="anthropic", base_url="http://127.0.0.1:9", api_keys=["k" * 20], models=["claude-x"]
-            ),
-        ],
-        prices={"claude-x": {"input_per_mtok": 1, "output_per_mtok": 1}},
+    channel = ChannelConfig(
+        name="openai", base_url=openai_sim.url + "/v1", api_keys=[UPSTREAM_KEY], models=[MODEL, "gpt-4o-mini"]
     )
-    harness = start_gateway(settings)
-    harness.keys["all"] = harness.create_key("all")
-    yield harness
-    harness.server.stop()
+    yield from keyed_gateway(with_claude(database_url, channel))
 
 
 @pytest.fixture(autouse=True)
 def _reset(openai_sim: ServerThread) -> None:
     httpx.post(openai_sim.url + "/_sim/reset")
-
-
-def client(gw: GatewayHarness) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.base_url, api_key=gw.keys["all"], max_retries=0)
-
-
-def usage_rows(gw: GatewayHarness) -> list[Any]:
-    from sqlalchemy import select
-
-    from omnirelay.store.models import UsageLog
-
-    gw.flush_usage()
-
-    async def read() -> list[Any]:
-        async with gw.gateway.sessions() as session:
-            return list((await session.scalars(select(UsageLog).order_by(UsageLog.id))).all())
-
-    return gw.run(read())
 
 
 def messages() -> list[dict[str, Any]]:

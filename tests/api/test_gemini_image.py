@@ -1,4 +1,4 @@
-"""Gemini image models (gemini-2.5-flash-image) through the gateway, on SQLite and PostgreSQL: natively with
+"""Gemini image models (gemini-2.5-flash-image) through the gateway, on SQLite: natively with
 ``google-genai`` (``inlineData`` passed through), and from the ``openai`` SDK (chat completions answer with
 ``message.images`` / ``delta.images``, the OpenRouter shape; the Responses API with ``image_generation_call`` items).
 Every image is decoded as a real PNG of the size asked for; billing is the output tokens Gemini reports (1290 per
@@ -21,7 +21,9 @@ from google.genai import types as gtypes
 from omnirelay.billing.cost import cost_of_tokens
 from omnirelay.formats.usage import Usage
 from tests.api.test_matrix import MODELS, Upstreams, start_upstreams, three_channel_settings
-from tests.conftest import GatewayHarness, start_gateway
+from tests.conftest import SQLITE_ONLY, GatewayHarness, start_gateway
+
+pytestmark = SQLITE_ONLY
 
 IMAGE_MODEL = "gemini-2.5-flash-image"
 IMAGE_TOKENS = 1290

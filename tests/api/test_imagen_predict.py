@@ -1,5 +1,5 @@
-"""Imagen through Gemini's ``:predict`` (``/v1beta/models/imagen-*:predict``) on a gemini channel, SQLite and
-PostgreSQL, billed per image returned.
+"""Imagen through Gemini's ``:predict`` (``/v1beta/models/imagen-*:predict``) on a gemini channel (on SQLite),
+billed per image returned.
 
 The client is ``httpx``: google-genai's ``generate_images`` only runs in Vertex AI mode (it raises "only supported
 in Gemini Enterprise Agent Platform mode" against a Gemini API base URL), so no official client speaks this route
@@ -23,8 +23,10 @@ from omnirelay.formats.image_probe import image_kind, image_size
 from omnirelay.simulators.common import SimulatorState
 from omnirelay.simulators.gemini import create_gemini_simulator
 from omnirelay.store.models import UsageLog
-from tests.conftest import GatewayHarness, start_gateway
+from tests.conftest import SQLITE_ONLY, GatewayHarness, start_gateway
 from tests.harness import ServerThread
+
+pytestmark = SQLITE_ONLY
 
 GEMINI_KEY = "gemini-upstream-secret-0123456789"
 MODELS = ["imagen-4.0-generate-001", "imagen-4.0-fast-generate-001", "gemini-2.5-flash"]

@@ -1,8 +1,8 @@
 """Images, audio and moderations through the gateway with the official ``openai`` SDK, billed to the micro-dollar.
 
-Real sockets, the OpenAI simulator as upstream, SQLite and PostgreSQL. Expected costs are worked out here from
-the price table's list prices and from what the SDK got back (images returned, usage reported, the audio's own
-length), never read back from the gateway's meters.
+Real sockets, the OpenAI simulator as upstream, SQLite (the database only stores the computed costs). Expected costs
+are worked out here from the price table's list prices and from what the SDK got back (images returned, usage
+reported, the audio's own length), never read back from the gateway's meters.
 """
 
 from __future__ import annotations
@@ -24,8 +24,10 @@ from sqlalchemy import select
 from omnirelay.config import ChannelConfig, Settings
 from omnirelay.simulators import media
 from omnirelay.store.models import UsageLog
-from tests.conftest import UPSTREAM_KEY, GatewayHarness, start_gateway
+from tests.conftest import SQLITE_ONLY, UPSTREAM_KEY, GatewayHarness, start_gateway
 from tests.harness import ServerThread
+
+pytestmark = SQLITE_ONLY
 
 MODELS = [
     "dall-e-2",

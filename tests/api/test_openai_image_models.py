@@ -17,8 +17,10 @@ from omnirelay.config import ChannelConfig, Settings
 from omnirelay.formats.image_probe import image_size
 from omnirelay.simulators import media
 from omnirelay.store.models import UsageLog
-from tests.conftest import UPSTREAM_KEY, GatewayHarness, start_gateway
+from tests.conftest import SQLITE_ONLY, UPSTREAM_KEY, GatewayHarness, start_gateway
 from tests.harness import ServerThread
+
+pytestmark = SQLITE_ONLY
 
 GENERATION_MODELS = {
     "qwen-image": "0.035",

@@ -1,4 +1,5 @@
-"""The OpenAI surface through the official ``openai`` SDK, gateway → simulator, on SQLite and PostgreSQL."""
+"""The OpenAI surface through the official ``openai`` SDK, gateway → simulator, on SQLite (what a client sees does
+not depend on the database under the gateway)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ import pytest
 from pydantic import BaseModel
 
 from omnirelay.config import ChannelConfig, Settings
-from tests.conftest import UPSTREAM_KEY, GatewayHarness, start_gateway
+from tests.conftest import SQLITE_ONLY, UPSTREAM_KEY, GatewayHarness, start_gateway
 from tests.harness import ServerThread, free_port
+
+pytestmark = SQLITE_ONLY
 
 
 @pytest.fixture(scope="module")

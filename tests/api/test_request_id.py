@@ -14,8 +14,10 @@ from sqlalchemy import select
 
 from omnirelay.config import ChannelConfig, Settings
 from omnirelay.store.models import UsageLog
-from tests.conftest import UPSTREAM_KEY, GatewayHarness, start_gateway
+from tests.conftest import SQLITE_ONLY, UPSTREAM_KEY, GatewayHarness, start_gateway
 from tests.harness import ServerThread, free_port
+
+pytestmark = SQLITE_ONLY
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """``POST /v1/rerank`` (Cohere/Jina shape) through the gateway to an OpenAI-compatible rerank vendor (the OpenAI
-simulator), on SQLite and PostgreSQL. No official SDK speaks this shape: the ``openai`` client's low-level
-``post`` and plain ``httpx`` stand in, as they do for users."""
+simulator). No official SDK speaks this shape: the ``openai`` client's low-level ``post`` and plain ``httpx`` stand
+in, as they do for users."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ import orjson
 import pytest
 
 from omnirelay.billing.cost import cost_of_tokens
-from omnirelay.config import ChannelConfig, Settings
+from omnirelay.config import ChannelConfig
 from omnirelay.formats.usage import Usage
-from tests.conftest import UPSTREAM_KEY, GatewayHarness, start_gateway
+from tests.api.keyed_gateway import keyed_gateway, usage_rows, with_claude
+from tests.conftest import SQLITE_ONLY, UPSTREAM_KEY, GatewayHarness
 from tests.harness import ServerThread
+
+pytestmark = SQLITE_ONLY
 
 DOCUMENTS = [
     "Berlin is the capital of Germany.",
@@ -29,26 +32,14 @@ QUERY = "What is the capital of France?"
 
 @pytest.fixture(scope="module")
 def gw(database_url: str, openai_sim: ServerThread) -> Iterator[GatewayHarness]:
-    settings = Settings(
-        database_url=database_url,
-        channels=[
-            ChannelConfig(
-                name="rerankers",
-                base_url=openai_sim.url + "/v1",
-                api_keys=[UPSTREAM_KEY],
-                models=["rerank-2", "rerank-v3.5", "jina-reranker-v2-base-multilingual"],
-                model_map={"house-reranker": "bge-reranker-v2-m3"},
-            ),
-            ChannelConfig(
-                name="claude", type="anthropic", base_url="http://127.0.0.1:9", api_keys=["k" * 20], models=["claude-x"]
-            ),
-        ],
-        prices={"claude-x": {"input_per_mtok": 1, "output_per_mtok": 1}},
+    channel = ChannelConfig(
+        name="rerankers",
+        base_url=openai_sim.url + "/v1",
+        api_keys=[UPSTREAM_KEY],
+        models=["rerank-2", "rerank-v3.5", "jina-reranker-v2-base-multilingual"],
+        model_map={"house-reranker": "bge-reranker-v2-m3"},
     )
-    harness = start_gateway(settings)
-    harness.keys["all"] = harness.create_key("all")
-    yield harness
-    harness.server.stop()
+    yield from keyed_gateway(with_claude(database_url, channel))
 
 
 @pytest.fixture(autouse=True)
@@ -58,20 +49,6 @@ def _reset(openai_sim: ServerThread) -> None:
 
 def rerank(gw: GatewayHarness, **body: Any) -> httpx.Response:
     return httpx.post(gw.base_url + "/rerank", json=body, headers={"authorization": f"Bearer {gw.keys['all']}"})
-
-
-def usage_rows(gw: GatewayHarness) -> list[Any]:
-    from sqlalchemy import select
-
-    from omnirelay.store.models import UsageLog
-
-    gw.flush_usage()
-
-    async def read() -> list[Any]:
-        async with gw.gateway.sessions() as session:
-            return list((await session.scalars(select(UsageLog).order_by(UsageLog.id))).all())
-
-    return gw.run(read())
 
 
 def upstream_log(sim: ServerThread) -> list[dict[str, Any]]:

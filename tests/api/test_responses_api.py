@@ -1,4 +1,5 @@
-"""``POST /v1/responses`` through the gateway with the official ``openai`` SDK, on SQLite and PostgreSQL.
+"""``POST /v1/responses`` through the gateway with the official ``openai`` SDK (on SQLite: the database only keeps
+the usage rows the prices are checked against).
 
 Four channels: OpenAI (``/v1/responses`` passed through byte for byte, model name mapped), Anthropic and Gemini
 (translated to their chat formats and back), and an ``openai-compatible`` channel that only has chat (translated to
@@ -20,8 +21,11 @@ import pytest
 from omnirelay.billing.cost import cost_of_tokens
 from omnirelay.config import ChannelConfig
 from omnirelay.formats.usage import Usage
+from tests.api.keyed_gateway import client, keyed_gateway, usage_rows
 from tests.api.test_matrix import MODELS, TOOL_ECHO, WEATHER, Upstreams, start_upstreams, three_channel_settings
-from tests.conftest import UPSTREAM_KEY, GatewayHarness, start_gateway
+from tests.conftest import SQLITE_ONLY, UPSTREAM_KEY, GatewayHarness
+
+pytestmark = SQLITE_ONLY
 
 COMPAT_MODEL = "deepseek-chat"
 """Served by an ``openai-compatible`` channel (chat only) that points at the OpenAI simulator."""
@@ -49,34 +53,12 @@ def gw(database_url: str, upstreams: Upstreams, tmp_path_factory: pytest.TempPat
     )
     openai_channel = settings.channels[0].model_copy(update={"model_map": {"gpt-4o-latest": "gpt-4o"}})
     channels = [openai_channel, *settings.channels[1:], compat]
-    settings = settings.model_copy(update={"database_url": database_url, "channels": channels})
-    harness = start_gateway(settings)
-    harness.keys["all"] = harness.create_key("all")
-    yield harness
-    harness.server.stop()
+    yield from keyed_gateway(settings.model_copy(update={"database_url": database_url, "channels": channels}))
 
 
 @pytest.fixture(autouse=True)
 def _reset(upstreams: Upstreams) -> None:
     upstreams.reset()
-
-
-def client(gw: GatewayHarness) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.base_url, api_key=gw.keys["all"], max_retries=0)
-
-
-def usage_rows(gw: GatewayHarness) -> list[Any]:
-    from sqlalchemy import select
-
-    from omnirelay.store.models import UsageLog
-
-    gw.flush_usage()
-
-    async def read() -> list[Any]:
-        async with gw.gateway.sessions() as session:
-            return list((await session.scalars(select(UsageLog).order_by(UsageLog.id))).all())
-
-    return gw.run(read())
 
 
 def upstream_paths(upstreams: Upstreams, vendor: str) -> list[str]:

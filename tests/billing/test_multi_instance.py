@@ -80,34 +80,43 @@ def shared(tmp_path_factory: pytest.TempPathFactory, openai_sim: ServerThread) -
                 process.kill()
 
 
-def start_instance(shared: dict[str, Any]) -> tuple[subprocess.Popen[bytes], str]:
+def spawn_instance(shared: dict[str, Any]) -> tuple[subprocess.Popen[bytes], str]:
+    """A ``serve`` process on a free port, not yet waited for; its base URL."""
     port = free_port()
-    log_path = shared["path"].parent / f"instance-{port}.log"
     process = subprocess.Popen(
         [sys.executable, "-m", "omnirelay", "serve", "--config", str(shared["path"]), "--port", str(port)],
         stdout=subprocess.DEVNULL,
-        stderr=log_path.open("wb"),
+        stderr=(shared["path"].parent / f"instance-{port}.log").open("wb"),
     )
     shared["processes"].append(process)
-    url = f"http://127.0.0.1:{port}"
+    return process, f"http://127.0.0.1:{port}"
+
+
+def wait_ready(shared: dict[str, Any], process: subprocess.Popen[bytes], url: str) -> str:
+    """The instance's ``/v1`` URL once it answers ``/health``."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(log_path.read_text())
+            raise RuntimeError((shared["path"].parent / f"instance-{url.rpartition(':')[2]}.log").read_text())
         try:
             if httpx.get(url + "/health", timeout=1).status_code == 200:
-                return process, url + "/v1"
+                return url + "/v1"
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
     raise RuntimeError("instance did not start")
 
 
+def start_instance(shared: dict[str, Any]) -> tuple[subprocess.Popen[bytes], str]:
+    process, url = spawn_instance(shared)
+    return process, wait_ready(shared, process, url)
+
+
 @pytest.fixture(scope="module")
 def instances(shared: dict[str, Any]) -> tuple[str, str]:
-    _, a = start_instance(shared)
-    _, b = start_instance(shared)
-    return a, b
+    # Started side by side, as instances of one deployment are: the bootstrap lock orders their start-up work.
+    a, b = spawn_instance(shared), spawn_instance(shared)
+    return wait_ready(shared, *a), wait_ready(shared, *b)
 
 
 def db(shared: dict[str, Any], work: Any) -> Any:
@@ -122,7 +131,17 @@ def db(shared: dict[str, Any], work: Any) -> Any:
     return asyncio.run(run())
 
 
-def new_key(shared: dict[str, Any], name: str, *, account: str = "default", topup: int = 0, **options: Any) -> str:
+def new_key(
+    shared: dict[str, Any],
+    name: str,
+    *,
+    account: str = "default",
+    topup: int = 0,
+    reach_instances: bool = True,
+    **options: Any,
+) -> str:
+    """A key made in the database; with ``reach_instances``, returned once the running instances have loaded it."""
+
     async def work(session: Any) -> str:
         owner = await repo.ensure_account(session, account)
         if topup:
@@ -130,7 +149,8 @@ def new_key(shared: dict[str, Any], name: str, *, account: str = "default", topu
         return (await repo.create_key(session, name, account=account, **options)).key
 
     key: str = db(shared, work)
-    time.sleep(1.2)  # both instances poll the config version twice a second
+    if reach_instances:
+        time.sleep(1.2)  # both instances poll the config version twice a second
     return key
 
 
@@ -154,7 +174,7 @@ def test_rpm_limit_is_shared_by_both_instances(shared: dict[str, Any], instances
 
 
 def test_budget_is_shared_by_both_instances(shared: dict[str, Any], instances: tuple[str, str]) -> None:
-    key = new_key(shared, "shared-budget", account="shared", topup=0)
+    key = new_key(shared, "shared-budget", account="shared", reach_instances=False)  # the twin's wait covers it
     # Learn one call's cost from an unlimited twin, then fund the shared account for 20 such calls' worst case.
     twin = new_key(shared, "twin")
     reply = chat(instances[0], twin)
@@ -172,17 +192,23 @@ def test_budget_is_shared_by_both_instances(shared: dict[str, Any], instances: t
     time.sleep(1.2)
 
     async def race() -> list[bool]:
-        async def one(i: int) -> bool:
-            async with openai.AsyncOpenAI(base_url=instances[i % 2], api_key=key, max_retries=0) as client:
-                try:
-                    await client.chat.completions.create(
-                        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=8
-                    )
-                    return True
-                except openai.RateLimitError:
-                    return False
+        # One client per instance (building 80 clients cost seconds of CPU), each carrying 40 calls at once.
+        clients = [openai.AsyncOpenAI(base_url=url, api_key=key, max_retries=0) for url in instances]
 
-        return await asyncio.gather(*(one(i) for i in range(80)))
+        async def one(i: int) -> bool:
+            try:
+                await clients[i % 2].chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=8
+                )
+                return True
+            except openai.RateLimitError:
+                return False
+
+        try:
+            return await asyncio.gather(*(one(i) for i in range(80)))
+        finally:
+            for client in clients:
+                await client.close()
 
     results = asyncio.run(race())
     assert 10 <= sum(results) <= 20
@@ -221,7 +247,7 @@ def test_revocation_reaches_the_other_instance_within_a_second(
 
 
 def test_kill_9_leaves_no_dangling_reservation(shared: dict[str, Any], instances: tuple[str, str]) -> None:
-    key = new_key(shared, "crash", account="crash", topup=5_000_000)
+    key = new_key(shared, "crash", account="crash", topup=5_000_000, reach_instances=False)  # the victim loads it
     victim, victim_url = start_instance(shared)
 
     namespace = shared["config"]["redis_namespace"]
@@ -253,8 +279,8 @@ def test_kill_9_leaves_no_dangling_reservation(shared: dict[str, Any], instances
         return held
 
     held = asyncio.run(streams())
-    assert held == 50  # the dead instance's reservations are still on the books...
-    start_instance(shared)  # ...until a live instance's sweeper releases them once their 5 s lease ran out
+    assert held == 50  # the dead instance's reservations are still on the books, until the sweeper of a live
+    # instance (either of the two still running) releases them once their 5 s lease ran out
 
     async def after() -> tuple[int, int]:
         limiter = RedisLimiter.from_url(REDIS_URL, namespace=namespace)

@@ -16,6 +16,9 @@ from hypothesis import strategies as st
 from omnirelay.formats.audio_probe import FALLBACK_BYTES_PER_SECOND, audio_seconds, estimated_seconds
 from omnirelay.simulators import media
 
+TONE = array.array("h", (int(3000 * math.sin(i / 9)) for i in range(1024))).tobytes()
+"""One frame of 1,024 16-bit samples of a tone (computed once: a minute of audio is almost 3,000 frames)."""
+
 
 def encode(container: str, codec: str, seconds: float, rate: int = 48000, **muxer: str) -> bytes:
     """``seconds`` of a tone encoded by ffmpeg, as a client's recorder would produce it."""
@@ -27,7 +30,7 @@ def encode(container: str, codec: str, seconds: float, rate: int = 48000, **muxe
     for start in range(0, total, 1024):
         count = min(1024, total - start)
         frame = av.AudioFrame(format="s16", layout="mono", samples=count)
-        frame.planes[0].update(array.array("h", (int(3000 * math.sin(i / 9)) for i in range(count))).tobytes())
+        frame.planes[0].update(TONE[: 2 * count])
         frame.sample_rate, frame.pts = rate, pts
         pts += count
         for packet in stream.encode(frame):

@@ -9,9 +9,11 @@ import openai
 import pytest
 
 from omnirelay.config import BreakerConfig, ChannelConfig, Settings
-from tests.conftest import UPSTREAM_KEY, GatewayHarness, start_gateway
+from tests.conftest import SQLITE_ONLY, UPSTREAM_KEY, GatewayHarness, start_gateway
 from tests.harness import free_port
 from tests.routing.conftest import Sims, state_of
+
+pytestmark = SQLITE_ONLY
 
 MODEL = "gpt-4o-mini"
 
