@@ -20,10 +20,11 @@ import pytest
 from sqlalchemy import event, insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from omnirelay.store import admin_repo, console_repo
+from omnirelay.store import admin_repo, console_repo, usage_stats
 from omnirelay.store.admin_repo import UsageFilter
 from omnirelay.store.db import create_engine, migrate, sessionmaker
 from omnirelay.store.models import UsageLog
+from omnirelay.store.rollup import backfill
 
 T = TypeVar("T")
 ROWS = 100_000
@@ -76,6 +77,7 @@ async def seed(database_url: str) -> AsyncEngine:
     async with engine.begin() as connection:
         for start in range(0, ROWS, 10_000):
             await connection.execute(insert(UsageLog), rows[start : start + 10_000])
+        await connection.run_sync(backfill)  # the hourly rollups, as migration 0008 builds them on an upgrade
     async with engine.begin() as connection:
         await connection.execute(text("ANALYZE"))  # planner statistics, as autovacuum would gather them
     return engine
@@ -164,6 +166,14 @@ CASES: dict[str, Callable[[AsyncSession], Coroutine[Any, Any, object]]] = {
     "aggregate-account-30d": lambda session: admin_repo.usage_aggregate(
         session, window(24 * 30, account_id=5), bucket="day", by="model"
     ),
+    # The 30-day dashboard: whole hours from the rollups, the partial hours at both ends from the rows.
+    "rollup-summary-30d": lambda session: usage_stats.usage_summary(session, window(24 * 30)),
+    **{
+        f"rollup-aggregate-30d-by-{by}": (
+            lambda session, by=by: usage_stats.usage_aggregate(session, window(24 * 30), bucket="day", by=by)
+        )
+        for by in ("model", "key", "account")
+    },
 }
 
 

@@ -75,7 +75,7 @@ from omnirelay.billing.prices import PriceTable, price_from_spec, price_to_spec
 from omnirelay.crypto import upstream_key_id
 from omnirelay.gateway import Gateway
 from omnirelay.routing.registry import channel_target, key_target
-from omnirelay.store import admin_repo, repo
+from omnirelay.store import admin_repo, repo, usage_stats
 from omnirelay.store.models import Account, ApiKey, Channel, Group
 from omnirelay.store.snapshot import KeyRecord
 
@@ -821,7 +821,7 @@ def _usage(store: Store) -> APIRouter:
             raise invalid("bucket", "minute buckets cover at most a day: use hour or day for a longer window")
         window = dataclasses.replace(filters, start=start, end=end)
         async with store.read() as session:
-            rows = await admin_repo.usage_aggregate(session, window, bucket=bucket, by=by, percentiles=latency)
+            rows = await usage_stats.usage_aggregate(session, window, bucket=bucket, by=by, percentiles=latency)
             names = await admin_repo.names_for(session, by, [r.group for r in rows if r.group is not None])
         data = [AggregateRowOut.from_row(r, names.get(r.group or "", r.group)) for r in rows]
         return AggregateOut(bucket=bucket, by=by, start=iso(start), end=iso(end), data=data)

@@ -382,20 +382,25 @@ class UsageFilter:
             where.append(UsageLog.created_at >= utc(self.start))
         if self.end is not None:
             where.append(UsageLog.created_at < utc(self.end))
+        return where + self.dimensions(UsageLog)
+
+    def dimensions(self, table: Any) -> list[ColumnElement[bool]]:
+        """The conditions other than time, on ``usage_logs`` or on a rollup table (the same column names)."""
+        where: list[ColumnElement[bool]] = []
         for column, value in (
-            (UsageLog.key_id, self.key_id),
-            (UsageLog.account_id, self.account_id),
-            (UsageLog.model, self.model),
-            (UsageLog.channel_id, self.channel_id),
+            (table.key_id, self.key_id),
+            (table.account_id, self.account_id),
+            (table.model, self.model),
+            (table.channel_id, self.channel_id),
         ):
             if value is not None:
                 where.append(column == value)
         if self.status == "ok":
-            where.append(UsageLog.status_code < 400)
+            where.append(table.status_code < 400)
         elif self.status == "error":
-            where.append(UsageLog.status_code >= 400)
+            where.append(table.status_code >= 400)
         elif self.status is not None:
-            where.append(UsageLog.status_code == int(self.status))
+            where.append(table.status_code == int(self.status))
         return where
 
 
@@ -428,7 +433,7 @@ class AggregateRow:
     p95_latency_ms: float | None = None
 
 
-_GROUP_COLUMNS = {
+GROUP_COLUMNS = {
     "model": UsageLog.model,
     "key": UsageLog.key_id,
     "channel": UsageLog.channel_id,
@@ -436,7 +441,7 @@ _GROUP_COLUMNS = {
 }
 
 
-def _bucket_expression(dialect: str, bucket: Bucket) -> ColumnElement[Any]:
+def bucket_expression(dialect: str, bucket: Bucket) -> ColumnElement[Any]:
     if dialect == "postgresql":
         # Literals, not bound parameters: PostgreSQL must see that GROUP BY repeats the selected expression.
         utc_time = func.timezone(literal_column("'UTC'"), UsageLog.created_at)
@@ -470,8 +475,8 @@ async def usage_aggregate(
     the latencies of the same filtered rows, read in one more range query). ``percentiles=False`` leaves them
     None: the totals alone are much cheaper over a long window."""
     dialect = session.get_bind().dialect.name
-    bucket_col = _bucket_expression(dialect, bucket).label("bucket")
-    group_col = _GROUP_COLUMNS[by].label("grp")
+    bucket_col = bucket_expression(dialect, bucket).label("bucket")
+    group_col = GROUP_COLUMNS[by].label("grp")
     measures: list[Any] = [
         func.count().label("requests"),
         func.coalesce(func.sum(UsageLog.prompt_tokens), 0),

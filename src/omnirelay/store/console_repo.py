@@ -6,40 +6,21 @@ filters) so the ``ix_usage_*_created`` indexes apply.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omnirelay.store.admin_repo import UsageFilter
 from omnirelay.store.models import AdminSession, Channel, ChannelCheck, Task, UsageLog
+from omnirelay.store.sessions import SessionTable
 
 # --- sessions -------------------------------------------------------------------------------------------------
 
-
-async def create_session(
-    session: AsyncSession, *, token_hash: str, csrf_token: str, subject: str, ttl_s: float
-) -> AdminSession:
-    now = time.time()
-    await session.execute(delete(AdminSession).where(AdminSession.expires_at < now))  # sweep as we go
-    row = AdminSession(
-        token_hash=token_hash, csrf_token=csrf_token, subject=subject, created_at=now, expires_at=now + ttl_s
-    )
-    session.add(row)
-    await session.flush()
-    return row
-
-
-async def live_session(session: AsyncSession, token_hash: str) -> AdminSession | None:
-    row = await session.get(AdminSession, token_hash)
-    if row is None or row.expires_at <= time.time():
-        return None
-    return row
-
-
-async def end_session(session: AsyncSession, token_hash: str) -> None:
-    await session.execute(delete(AdminSession).where(AdminSession.token_hash == token_hash))
+admin_sessions = SessionTable(AdminSession, owner="subject")
+create_session = admin_sessions.create
+live_session = admin_sessions.live
+end_session = admin_sessions.end
 
 
 # --- dashboard ------------------------------------------------------------------------------------------------

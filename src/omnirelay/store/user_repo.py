@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import base64
 import secrets
-import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Select, delete, func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omnirelay.crypto import hash_key
 from omnirelay.store.admin_repo import UsageFilter, utc
 from omnirelay.store.models import Account, ApiKey, LedgerEntry, Task, UsageLog
 from omnirelay.store.repo import bump_config_version, ensure_group
+from omnirelay.store.sessions import SessionTable
 from omnirelay.store.user_models import AccessToken, Invitation, User, UserSession
 
 ACCESS_TOKEN_PREFIX = "ort-"
@@ -75,35 +75,11 @@ async def create_user(
 
 # --- sessions -------------------------------------------------------------------------------------------------
 
-
-async def create_session(
-    session: AsyncSession, *, token_hash: str, csrf_token: str, user_id: int, ttl_s: float
-) -> UserSession:
-    now = time.time()
-    await session.execute(delete(UserSession).where(UserSession.expires_at < now))  # sweep as we go
-    row = UserSession(
-        token_hash=token_hash, csrf_token=csrf_token, user_id=user_id, created_at=now, expires_at=now + ttl_s
-    )
-    session.add(row)
-    await session.flush()
-    return row
-
-
-async def live_session(session: AsyncSession, token_hash: str) -> UserSession | None:
-    row = await session.get(UserSession, token_hash)
-    return None if row is None or row.expires_at <= time.time() else row
-
-
-async def end_session(session: AsyncSession, token_hash: str) -> None:
-    await session.execute(delete(UserSession).where(UserSession.token_hash == token_hash))
-
-
-async def end_other_sessions(session: AsyncSession, user_id: int, keep: str | None) -> None:
-    """After a password change: every other signed-in browser is signed out."""
-    query = delete(UserSession).where(UserSession.user_id == user_id)
-    if keep is not None:
-        query = query.where(UserSession.token_hash != keep)
-    await session.execute(query)
+user_sessions = SessionTable(UserSession, owner="user_id")
+create_session = user_sessions.create
+live_session = user_sessions.live
+end_session = user_sessions.end
+end_other_sessions = user_sessions.end_others
 
 
 # --- access tokens --------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from omnirelay.providers.task_vendors.base import ACTIVE_STATUSES, TaskResults, TaskUpdate, TaskView
 from omnirelay.store.models import Account, ApiKey, LedgerEntry, Task, UsageLog
+from omnirelay.store.rollup import RollupWriter
 from omnirelay.store.writer import month_key
 
 
@@ -95,22 +96,23 @@ async def insert_charged(session: AsyncSession, row: Task, *, endpoint: str, cli
         reason=f"task {row.vendor} {row.action} {row.model}",
         month=month_key(now),
     )
-    await session.execute(
-        insert(UsageLog).values(
-            request_id=row.public_id,
-            created_at=now,
-            key_id=row.key_id,
-            account_id=row.account_id,
-            endpoint=endpoint[:64],
-            model=row.model,
-            upstream_model=row.upstream_model,
-            channel_id=row.channel_id,
-            stream=False,
-            status_code=200,
-            cost_micros=row.cost_micros,
-            client_ip=client_ip,
-        )
-    )
+    usage = {
+        "request_id": row.public_id,
+        "created_at": now,
+        "key_id": row.key_id,
+        "account_id": row.account_id,
+        "endpoint": endpoint[:64],
+        "model": row.model,
+        "upstream_model": row.upstream_model,
+        "channel_id": row.channel_id,
+        "stream": False,
+        "status_code": 200,
+        "cost_micros": row.cost_micros,
+        "client_ip": client_ip,
+    }
+    await session.execute(insert(UsageLog).values(**usage))
+    connection = await session.connection()  # the hourly rollups take the row in the same transaction
+    await RollupWriter(connection.dialect.name).add(connection, [usage])
 
 
 async def get_by_public_id(session: AsyncSession, public_id: str) -> Task | None:

@@ -1,4 +1,4 @@
-"""The admin console: one HTML page and its ES modules, served from package data at ``/admin``.
+"""The admin console: one HTML page (``pages.ADMIN``) and its ES modules, served from package data at ``/admin``.
 
 No build step: the files in ``static/`` are what the browser runs. The page signs in through ``/admin/session``
 (``api/admin_auth.py``) and then talks only to the admin API (``/admin/api``), so everything it does can be
@@ -7,15 +7,13 @@ scripted with the API too.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from starlette.requests import Request
-from starlette.responses import FileResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
-STATIC = Path(__file__).parent / "static"
+from omnirelay.web.pages import ADMIN, STATIC, ConsolePage
 
 # Everything from this origin; result previews of tasks may be images, video or audio hosted elsewhere.
 CSP = (
@@ -49,17 +47,18 @@ class SecuredStatic:
         await self.app(scope, receive, send_with_headers)
 
 
-async def index(request: Request) -> Response:
-    return FileResponse(STATIC / "index.html", headers={**SECURITY_HEADERS, "cache-control": "no-store"})
+def page_routes(path: str, page: ConsolePage) -> list[BaseRoute]:
+    """``path/`` serves the page (rendered once, here), ``path`` redirects to it."""
+    body = page.render()
 
+    async def index(request: Request) -> Response:
+        return HTMLResponse(body, headers={**SECURITY_HEADERS, "cache-control": "no-store"})
 
-async def to_index(request: Request) -> Response:
-    return RedirectResponse("/admin/", status_code=308)
+    async def to_index(request: Request) -> Response:
+        return RedirectResponse(path + "/", status_code=308)
+
+    return [Route(path, to_index, methods=["GET"]), Route(path + "/", index, methods=["GET"])]
 
 
 def console_routes() -> list[BaseRoute]:
-    return [
-        Route("/admin", to_index, methods=["GET"]),
-        Route("/admin/", index, methods=["GET"]),
-        Mount("/admin/static", app=SecuredStatic(StaticFiles(directory=STATIC))),
-    ]
+    return [*page_routes("/admin", ADMIN), Mount("/admin/static", app=SecuredStatic(StaticFiles(directory=STATIC)))]
