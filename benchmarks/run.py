@@ -4,8 +4,11 @@ process, driven one after another with the same load; prints the table.
     python -m benchmarks.run [--duration S] [--concurrency N] [--scenarios PATTERN ...] [--json out.json]
                              [--markdown] [--driver auto|python|wrk] [--upstream static|simulator] [--pin]
                              [--repeat N] [--profile] [--keep] [--redis-url URL]
+    python -m benchmarks.run soak [--duration S] [--rate R] [--sample-every S] [--json out.json]
 
-See ``benchmarks/README.md`` for what each column means.
+See ``benchmarks/README.md`` for what each column means. ``soak`` is another kind of run (``benchmarks.soak``):
+mixed traffic at a fixed rate for a long time (default 30 minutes), with the gateway's RSS and open file
+descriptors sampled; ``soak --help`` lists its options.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import machine, report, wrk
+from benchmarks import machine, report, soak, wrk
 from benchmarks.bench import Bench
 from benchmarks.scenarios import select
 
@@ -114,6 +117,9 @@ def print_results(
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["soak"]:
+        return soak.main(given[1:])
     args = parse_args(argv)
     scenarios = select(args.scenarios)
     for signum in (signal.SIGTERM, signal.SIGHUP):
@@ -139,7 +145,6 @@ def main(argv: list[str] | None = None) -> int:
             bench.stop_servers()
             redis_note = bench.redis_cleanup()
         report.compare(rows)
-        given = sys.argv[1:] if argv is None else argv
         lines = header_lines(args, given, info, started, (load_before, load_after))
         notes += [*bench.usage_notes(), *([redis_note] if redis_note else [])]
         print_results(args, started, lines, rows, notes)

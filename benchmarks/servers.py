@@ -195,6 +195,10 @@ class Omnirelay:
     channels: int = 1
     """Channels serving the model, all to the one upstream, same priority and weight, each with its own upstream
     key: a call that fails on one fails over to another (breakers per channel and key on, as by default)."""
+    models: tuple[str, ...] = (MODEL,)
+    """What the channels serve."""
+    extra_config: tuple[tuple[str, object], ...] = ()
+    """Further top-level config entries, as (name, value) pairs."""
 
     def config_path(self, ctx: LaunchContext) -> Path:
         return ctx.workdir / f"{self.name}.yaml"
@@ -215,7 +219,7 @@ class Omnirelay:
                     "type": "openai",
                     "base_url": ctx.upstream_url + "/v1",
                     "api_keys": ["sk-bench-upstream-key" + (f"-{index}" if index else "")],
-                    "models": [MODEL],
+                    "models": list(self.models),
                 }
                 for index in range(self.channels)
             ],
@@ -223,7 +227,7 @@ class Omnirelay:
         }
         if self.redis:
             config |= {"redis_url": ctx.redis_url, "redis_namespace": ctx.redis_namespace}
-        return config
+        return config | dict(self.extra_config)
 
     def write_config(self, ctx: LaunchContext) -> None:
         self.config_path(ctx).write_text(yaml.safe_dump(self.config(ctx), sort_keys=False))

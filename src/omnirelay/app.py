@@ -109,6 +109,8 @@ def create_app(settings: Settings) -> RelayFront:
         [*openai_surface.routes(), *anthropic_surface.routes(), *gemini_surface.routes(), *image_vendors.routes()],
     )
     front.deadlines.timeout_s = settings.body_read_timeout_s
+    front.on_refusal = relay.stats.refused
+    task_engine.counts = relay.stats.tasks  # one /metrics page for calls and tasks
     return front
 
 

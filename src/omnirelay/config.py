@@ -117,6 +117,9 @@ class TaskSettings(BaseModel):
     public_base_url: str | None = None
     """Base of the stored files' URLs (``https://gw.example.com``); None: the URL the client called."""
     result_max_bytes: int = 512 * 1024 * 1024
+    result_fetch_timeout_s: float = Field(default=300.0, gt=0)
+    """Time to fetch one result to keep, its redirects included (videos are large). Results are fetched like every
+    URL the gateway fetches: no private address unless ``media_fetch_allow_private``."""
     webhook_secret: str | None = None
     """HMAC-SHA256 key of webhook signatures; None: derived from the master key."""
     webhook_allow_private: bool = False
@@ -149,6 +152,21 @@ class AccountsSettings(BaseModel):
     """Live API keys a self-service account may hold (each one is kept in every instance's memory)."""
 
 
+class TracingSettings(BaseModel):
+    """OpenTelemetry traces (``pip install omnirelay[otel]``): a server span per relayed call and a client span per
+    upstream attempt, named after the GenAI semantic conventions. Off by default; off costs a None check."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    exporter: Literal["otlp", "console"] = "otlp"
+    endpoint: str | None = None
+    """OTLP/HTTP traces URL (``http://collector:4318/v1/traces``); None: the SDK's default or
+    ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``."""
+    sample_ratio: float = Field(default=1.0, ge=0, le=1)
+    """Share of calls traced (head sampling by trace id)."""
+    service_name: str = "omnirelay"
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -173,8 +191,8 @@ class Settings(BaseModel):
     """Largest image fetched from a URL when an upstream only takes inline bytes."""
     media_fetch_timeout_s: float = 10.0
     media_fetch_allow_private: bool = False
-    """Allow fetching images from private/loopback addresses (tests, closed networks). Off: a client cannot make
-    the gateway reach into its own network."""
+    """Allow fetching images and results to keep (``tasks.store_results``) from private/loopback addresses (tests,
+    closed networks). Off: a client or a vendor cannot make the gateway reach into its own network."""
     audio_upload_max_bytes: int = Field(default=25 * 1024 * 1024, gt=0)
     """Largest body of ``/v1/audio/transcriptions`` and ``/translations`` (OpenAI's own limit is 25 MB a file)."""
     image_upload_max_bytes: int = Field(default=50 * 1024 * 1024, gt=0)
@@ -182,6 +200,9 @@ class Settings(BaseModel):
     up to 50 MB an image for gpt-image-1, 4 MB for dall-e-2)."""
     usage_flush_interval_s: float = 0.5
     usage_batch_size: int = 500
+    rollup_compact_interval_s: float = Field(default=600.0, gt=0)
+    """How often each instance rebuilds the recent days' daily usage rollups from the hourly ones (and once at
+    start); the console's long windows read settled days from them."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     config_poll_s: float = 0.5
     """How often each instance checks the shared config version (a one-row read) for changes."""
@@ -202,6 +223,7 @@ class Settings(BaseModel):
     """Check every enabled channel this often (a minimal request per model); None: only on demand."""
     tasks: TaskSettings = Field(default_factory=TaskSettings)
     accounts: AccountsSettings = Field(default_factory=AccountsSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     shutdown_grace_s: float = Field(default=30.0, ge=0)
     """``serve``: after SIGTERM, how long in-flight calls and streams may take to finish."""
     body_read_timeout_s: float = Field(default=60.0, gt=0)

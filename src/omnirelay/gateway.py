@@ -23,7 +23,7 @@ from omnirelay.config import Settings, async_database_url
 from omnirelay.crypto import SecretBox, hash_key, load_or_create_master_key
 from omnirelay.errors import ErrorCode, GatewayError
 from omnirelay.limits import create_limiter
-from omnirelay.limits.auth_throttle import AuthThrottle
+from omnirelay.limits.auth_throttle import create_auth_throttle
 from omnirelay.providers.upstream import create_session
 from omnirelay.routing.breaker import BreakerBoard, BreakerPolicy, SharedBreakers
 from omnirelay.routing.health import CheckResult, HealthChecker
@@ -33,6 +33,7 @@ from omnirelay.routing.router import Router
 from omnirelay.store import repo
 from omnirelay.store.admin_repo import load_price_overrides
 from omnirelay.store.db import bootstrap_lock, create_engine, migrate, sessionmaker
+from omnirelay.store.rollup import compact
 from omnirelay.store.snapshot import ChannelRecord, KeyRecord, Snapshot, load_snapshot
 from omnirelay.store.writer import BatchWriter
 
@@ -66,12 +67,15 @@ class Gateway:
         self.shared_breakers = (
             SharedBreakers(self.board, self.limiter, lambda: self.registry.targets()) if settings.redis_url else None
         )
-        self.auth_throttle = AuthThrottle(settings.auth_failures_per_minute)
+        self.auth_throttle = create_auth_throttle(
+            settings.auth_failures_per_minute, self.limiter if settings.redis_url else None
+        )
         self.health = HealthChecker(self.router, lambda: self.http, self._record_checks)
         self._http: aiohttp.ClientSession | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._checker: asyncio.Task[None] | None = None
+        self._compactor: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._pending_disables: set[str] = set()
         self._version = -1
@@ -99,8 +103,10 @@ class Gateway:
         self.writer.start()
         self._refresher = asyncio.create_task(self._refresh_periodically(), name="cache-refresh")
         self._sweeper = asyncio.create_task(self._sweep_holds(), name="hold-sweeper")
+        self._compactor = asyncio.create_task(self._compact_rollups(), name="rollup-compactor")
         if self.shared_breakers is not None:
             self.shared_breakers.start()
+        self.auth_throttle.start()
         interval = self.settings.health_check_interval_s
         if interval is not None:
             self._checker = asyncio.create_task(
@@ -110,7 +116,7 @@ class Gateway:
     async def stop(self, drain: Callable[[], Awaitable[None]] | None = None) -> None:
         """After the server stopped taking calls and let the running ones finish: settle what is left, flush the
         usage rows and ledger entries, close the shared clients."""
-        for task in (self._refresher, self._sweeper, self._checker):
+        for task in (self._refresher, self._sweeper, self._checker, self._compactor):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -121,6 +127,7 @@ class Gateway:
             await asyncio.gather(*self._background, return_exceptions=True)
         if self.shared_breakers is not None:
             await self.shared_breakers.stop()
+        await self.auth_throttle.stop()
         await self.writer.close()
         await self.limiter.close()
         if self._http is not None:
@@ -202,6 +209,16 @@ class Gateway:
                     log.warning("expired_holds_released", count=released)
             except Exception as exc:
                 log.warning("hold_sweep_failed", error=type(exc).__name__)
+
+    async def _compact_rollups(self) -> None:
+        """Rebuild the daily usage rollups from the hourly ones now and every ``rollup_compact_interval_s``, off
+        the relay path and the batch writer; instances may overlap (each day is replaced in one transaction)."""
+        while True:
+            try:
+                await compact(self.engine)
+            except Exception as exc:  # database away: the reads use the hourly tier for the days left behind
+                log.warning("rollup_compaction_failed", error=type(exc).__name__)
+            await asyncio.sleep(self.settings.rollup_compact_interval_s)
 
     async def _refresh_periodically(self) -> None:
         """Reload when the shared config version moved (checked every ``config_poll_s``), and in any case every

@@ -61,6 +61,36 @@ class Histogram:
         return out
 
 
+class LabelCounts:
+    """A counter family kept as a dict: label values -> count. At most ``MAX_SERIES`` label sets; past that, new
+    ones count under ``other`` in every label."""
+
+    __slots__ = ("counts", "width")
+
+    def __init__(self, width: int) -> None:
+        self.counts: dict[tuple[str, ...], int] = {}
+        self.width = width
+
+    def inc(self, *labels: str) -> None:
+        counts = self.counts
+        if labels not in counts and len(counts) >= MAX_SERIES:
+            labels = (OTHER,) * self.width
+        counts[labels] = counts.get(labels, 0) + 1
+
+
+class TaskCounts:
+    """Asynchronous tasks as they are submitted and as they end, counted by the task engine on this instance.
+
+    ``submits``: (task surface, result) with result ``accepted`` or the refusal's error code; ``finishes``:
+    (vendor, final status), counted by the instance that ended the task (so summed over instances, each once)."""
+
+    __slots__ = ("finishes", "submits")
+
+    def __init__(self) -> None:
+        self.submits = LabelCounts(2)
+        self.finishes = LabelCounts(2)
+
+
 # Positions in a ``CallStats.rows`` value.
 CALLS, INPUT, OUTPUT, CACHED, REASONING, SPEND, LATENCY, LATENCY_SUM, TTFT, TTFT_SUM = range(10)
 
@@ -69,15 +99,27 @@ class CallStats:
     """Every relayed call's outcome, accumulated as it finishes: one row per (surface, endpoint, model, channel,
     status class, error code), holding its counters and histogram buckets, so ``record`` is one dict lookup and
     a few list updates; ``families`` sums the rows into the exposed series at scrape time. ``in_flight`` and
-    ``streams`` are gauges the relay moves itself."""
+    ``streams`` are gauges the relay moves itself.
 
-    __slots__ = ("in_flight", "overhead", "rows", "streams")
+    ``refusals`` counts relay requests refused before any upstream attempt, by stage and HTTP status: ``request``
+    (the front and the surfaces: a wrong key, a model not served or not allowed, a body too large or malformed, an
+    address throttled for failed authentications; these never become calls, so they are nowhere else) and
+    ``admission`` (rate limits and budgets; these are calls too, so they also count in the call rows). ``tasks``
+    is filled by the task engine."""
+
+    __slots__ = ("in_flight", "overhead", "refusals", "rows", "streams", "tasks")
 
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str, str, str, int, str], list[Any]] = {}
         self.overhead = Histogram(OVERHEAD_BUCKETS)
         self.in_flight = 0
         self.streams = 0
+        self.refusals = LabelCounts(2)
+        self.tasks = TaskCounts()
+
+    def refused(self, status: int, stage: str = "request") -> None:
+        """A relay request answered ``status`` (>= 400) before any upstream attempt."""
+        self.refusals.inc(stage, str(status))
 
     def _row(self, key: tuple[str, str, str, str, int, str]) -> list[Any]:
         if len(self.rows) >= MAX_SERIES:
@@ -212,6 +254,25 @@ def _families(stats: CallStats, snapshot: Snapshot) -> Iterator[Metric]:
         "Charged to accounts, in micro-USD (1e-6 USD).",
         ["model", "channel"],
         stats.sums(lambda k: (k[2], k[3]) if k[3] else None, SPEND),
+    )
+    yield _counter_family(
+        "omnirelay_refusals",
+        "Relay requests refused before any upstream attempt, by stage (request: never became a call; admission: "
+        "rate limits and budgets) and HTTP status.",
+        ["stage", "status"],
+        stats.refusals.counts,
+    )
+    yield _counter_family(
+        "omnirelay_task_submits",
+        "Asynchronous task submissions, by task surface and result (accepted, or the refusal's error code).",
+        ["surface", "result"],
+        stats.tasks.submits.counts,
+    )
+    yield _counter_family(
+        "omnirelay_task_finishes",
+        "Asynchronous tasks ended by this instance, by vendor and final status.",
+        ["vendor", "status"],
+        stats.tasks.finishes.counts,
     )
     yield GaugeMetricFamily("omnirelay_in_flight_calls", "Relayed calls in progress.", value=stats.in_flight)
     yield GaugeMetricFamily("omnirelay_in_flight_streams", "Streams being relayed to clients.", value=stats.streams)

@@ -7,6 +7,7 @@ returned URL decoded to the size asked for), and every bill is worked out here f
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 from collections.abc import Iterator
 from fractions import Fraction
@@ -16,6 +17,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from omnirelay.api.image_vendors import IDEOGRAM_SPEEDS
 from omnirelay.config import ChannelConfig, Settings
 from omnirelay.formats.image_probe import image_size
 from omnirelay.simulators import media
@@ -134,6 +136,8 @@ def test_ideogram_generate_multipart(gw: GatewayHarness, client: httpx.Client, s
         assert width > height  # 16x9
         assert fetched_size(item["url"]) == (width, height)
     assert answer["data"][0]["url"] != answer["data"][1]["url"]
+    # The gateway keeps no results here (``tasks.store_results`` off): the vendor's links are passed through.
+    assert all(item["url"].startswith(sims["ideogram"].url + "/_sim/files/") for item in answer["data"])
     # The upstream got Ideogram's own header with the channel's key, never the client's gateway key.
     upstream = sim_requests(sims["ideogram"])[-1]
     assert upstream["path"] == "/v1/ideogram-v3/generate"
@@ -150,6 +154,21 @@ def test_ideogram_generate_json_body_default_speed(gw: GatewayHarness, client: h
     assert response.status_code == 200, response.text
     assert fetched_size(response.json()["data"][0]["url"]) == (832, 1216)
     assert usage_row(gw, response).cost_micros == micros("0.06")
+
+
+def test_ideogram_flash_bills_the_flash_price(gw: GatewayHarness, client: httpx.Client) -> None:
+    response = client.post(
+        "/ideogram/v1/ideogram-v3/generate",
+        json={"prompt": "A quick sketch", "rendering_speed": "FLASH", "num_images": 3},
+    )
+    assert response.status_code == 200, response.text
+    assert usage_row(gw, response).cost_micros == 3 * micros("0.03")
+
+
+def test_every_rendering_speed_has_its_own_price() -> None:
+    """A speed without a price key would bill the default silently (as FLASH once did)."""
+    table = json.loads(importlib.resources.files("omnirelay.data").joinpath("prices.json").read_text())
+    assert set(IDEOGRAM_SPEEDS.values()) <= set(table["models"]["ideogram-v3"]["per_image"])
 
 
 def test_ideogram_edit_with_mask(gw: GatewayHarness, client: httpx.Client) -> None:
@@ -346,6 +365,43 @@ def test_recraft_create_style_and_bad_files(gw: GatewayHarness, client: httpx.Cl
     assert response.status_code == 400 and response.json()["message"] == "Missing required parameter: 'file'."
     response = client.post("/recraft/v1/images/vectorize", data={"response_format": "url"})
     assert response.status_code == 400 and response.json()["message"] == "The request must be multipart/form-data."
+
+
+def test_recraft_styles_created_then_listed(gw: GatewayHarness, client: httpx.Client) -> None:
+    """``POST /recraft/v1/styles`` answers the new style (billed); ``GET`` lists the account's styles (free)."""
+    created = client.post(
+        "/recraft/v1/styles",
+        data={"style": "vector_illustration"},
+        files=[("files", ("ref.png", media.png(96, 64, "list-me"), "image/png"))],
+    )
+    assert created.status_code == 200, created.text
+    style = created.json()
+    assert style["style"] == "vector_illustration" and style["is_private"] is True and style["credits"] == 40
+    listed = client.get("/recraft/v1/styles")
+    assert listed.status_code == 200, listed.text
+    styles = listed.json()["styles"]
+    mine = next(s for s in styles if s["id"] == style["id"])
+    assert mine == {k: v for k, v in style.items() if k != "credits"}
+    assert set(mine) == {"id", "style", "is_private", "creation_time"}
+    gw.flush_usage()
+    assert usage_row(gw, created).cost_micros == micros("0.04")
+    # Listing is not a call anyone pays for: no usage row carries its request id.
+    request_id = listed.headers.get("x-request-id")
+
+    async def rows() -> int:
+        async with gw.gateway.sessions() as session:
+            found = await session.scalars(select(UsageLog).where(UsageLog.request_id == request_id))
+            return len(found.all())
+
+    assert request_id is None or gw.run(rows()) == 0
+
+
+def test_recraft_styles_need_a_key_allowed_the_styles_model(gw: GatewayHarness) -> None:
+    response = httpx.get(gw.server.url + "/recraft/v1/styles")
+    assert response.status_code == 401 and set(response.json()) == {"code", "message"}
+    narrow = gw.create_key("no-styles", models=["recraftv3"])
+    response = httpx.get(gw.server.url + "/recraft/v1/styles", headers={"Authorization": f"Bearer {narrow}"})
+    assert response.status_code == 403 and set(response.json()) == {"code", "message"}
 
 
 def test_recraft_oversized_upload(client: httpx.Client) -> None:

@@ -16,9 +16,11 @@ import httpx
 import openai
 import pytest
 
+from omnirelay.api.admin_models import OwnTaskOut, TaskOut
 from omnirelay.config import AccountsSettings, ChannelConfig, Settings
 from omnirelay.crypto import hash_key
 from omnirelay.simulators.tasks.midjourney import create_midjourney_simulator
+from omnirelay.store.models import Task
 from tests.conftest import UPSTREAM_KEY, GatewayHarness, start_gateway
 from tests.harness import ServerThread
 from tests.tasks.conftest import MJ_KEY, MJ_MODELS, sim_fixture, task_settings
@@ -287,6 +289,7 @@ def test_second_account_reaches_none_of_the_first(gw: GatewayHarness, alice: Cus
     assert [t["id"] for t in ok(alice.api.get("/tasks"))["data"]] == [task_id]
     task = ok(alice.api.get(f"/tasks/{task_id}"))
     assert (task["status"], task["model"], task["key_id"]) == ("SUCCESS", "mj_imagine", key["id"])
+    assert "account_id" not in task and "channel_id" not in task  # the admin view's fields, not the account's
     assert task["results"]["images"] and task["cost_micros"] > 0
     today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     in_window = {"start": today.isoformat(), "end": (today + timedelta(days=1)).isoformat(), "status": "SUCCESS"}
@@ -528,3 +531,34 @@ def test_an_access_token_stops_working_when_it_expires(gw: GatewayHarness, alice
     time.sleep(max(0.0, (soon - datetime.now(UTC)).total_seconds()) + 0.2)
     assert httpx.get(gw.server.url + "/api/v1/account", headers=headers).status_code == 401
     assert {t["name"]: t["status"] for t in ok(alice.api.get("/tokens"))}["brief"] == "expired"
+
+
+def test_one_task_model_a_view_per_audience() -> None:
+    """The account sees its whole prompt and nothing of the gateway's insides; the admin sees whose task it is and
+    which channel ran it, with the prompt cut to 500 characters."""
+    row = Task(
+        public_id="task_0123",
+        vendor="midjourney",
+        action="imagine",
+        model="mj_imagine",
+        account_id=7,
+        key_id=3,
+        channel_id=2,
+        status="SUCCESS",
+        progress=100,
+        prompt="a fox " * 200,
+        results={"images": [{"url": "https://img.example/fox.png"}]},
+        error=None,
+        cost_micros=50_000,
+        billing="settled",
+        submitted_at=1_700_000_000.0,
+        finished_at=1_700_000_060.0,
+    )
+    own = OwnTaskOut.from_row(row).model_dump()
+    admin = TaskOut.from_row(row).model_dump()
+    assert own["prompt"] == row.prompt and "account_id" not in own and "channel_id" not in own
+    assert len(admin["prompt"]) == 500 and (admin["account_id"], admin["channel_id"]) == (7, 2)
+    assert {k: v for k, v in admin.items() if k not in ("account_id", "channel_id", "prompt")} == {
+        k: v for k, v in own.items() if k != "prompt"
+    }
+    assert own["cost_usd"] == "0.050000" and own["submitted_at"] == admin["submitted_at"]

@@ -7,7 +7,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from omnirelay.formats.multipart import MultipartError, parse_multipart, replace_field
+from omnirelay.formats.multipart import (
+    MultipartError,
+    MultipartReader,
+    PartData,
+    PartHead,
+    boundary_of,
+    parse_multipart,
+    replace_field,
+)
 
 
 def encoded(fields: dict[str, str], files: dict[str, bytes]) -> tuple[bytes, str]:
@@ -67,3 +75,39 @@ def test_missing_field_is_added() -> None:
 def test_malformed(body: bytes, content_type: str) -> None:
     with pytest.raises(MultipartError):
         parse_multipart(body, content_type)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.dictionaries(names, st.binary(min_size=0, max_size=3000), min_size=1, max_size=3),
+    st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=40),
+)
+def test_fed_in_any_chunks_the_reader_sees_the_same_parts(files: dict[str, bytes], cuts: list[int]) -> None:
+    """What arrives in pieces (a network read at a time) parses as the whole body does."""
+    raw, content_type = encoded({"model": "m"}, files)
+    reader = MultipartReader(boundary_of(content_type))
+    heads: list[PartHead] = []
+    data: dict[str, bytearray] = {}
+    position, sizes = 0, iter(cuts * (len(raw) // max(sum(cuts), 1) + 1))
+    while position < len(raw):
+        size = next(sizes)
+        for event in reader.feed(raw[position : position + size]):
+            if isinstance(event, PartHead):
+                heads.append(event)
+                data[event.name] = bytearray()
+            elif isinstance(event, PartData):
+                data[heads[-1].name] += event.data
+        position += size
+    reader.close()
+    assert [h.name for h in heads] == ["model", *files]
+    assert bytes(data["model"]) == b"m"
+    for name, content in files.items():
+        assert bytes(data[name]) == content
+
+
+def test_a_body_cut_short_is_refused_at_its_end() -> None:
+    raw, content_type = encoded({"model": "m"}, {"image": b"\x89PNG" * 100})
+    reader = MultipartReader(boundary_of(content_type))
+    reader.feed(raw[:-20])
+    with pytest.raises(MultipartError, match="closing boundary"):
+        reader.close()

@@ -160,7 +160,7 @@ def strict_gw(
         store_results=True,
         storage_dir=str(storage),
         timeout_scale=0.0002,
-    )
+    ).model_copy(update={"media_fetch_allow_private": True})  # results are kept from the simulator on 127.0.0.1
     harness = start_gateway(settings)
     harness.storage = storage  # type: ignore[attr-defined]
     yield harness

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from omnirelay.api.account import epoch_iso, iso, usd
+from omnirelay.api.account import iso, usd
 from omnirelay.api.admin import Cursor, Filters, Limit, Store, page_of
-from omnirelay.api.admin_models import ChannelCheckOut, Page, micros
-from omnirelay.store import console_repo
-from omnirelay.store.models import Task
+from omnirelay.api.admin_models import ChannelCheckOut, Page, TaskOut
+from omnirelay.store import console_repo, usage_stats
 
 
 class UsageSummaryOut(BaseModel):
@@ -34,47 +33,6 @@ class UsageSummaryOut(BaseModel):
     p95_latency_ms: float | None
 
 
-class TaskOut(BaseModel):
-    id: str = Field(description="The task's public id.")
-    vendor: str
-    action: str
-    model: str
-    account_id: int
-    key_id: int | None
-    channel_id: int
-    status: str
-    progress: int
-    prompt: str
-    results: dict[str, Any] = Field(description="Unified results: images, videos, audio (each with url), text.")
-    error: str | None
-    cost_usd: str
-    cost_micros: int
-    billing: str = Field(description="charged, settled or refunded")
-    submitted_at: str | None
-    finished_at: str | None
-
-    @classmethod
-    def from_row(cls, row: Task) -> TaskOut:
-        return cls(
-            id=row.public_id,
-            vendor=row.vendor,
-            action=row.action,
-            model=row.model,
-            account_id=row.account_id,
-            key_id=row.key_id,
-            channel_id=row.channel_id,
-            status=row.status,
-            progress=row.progress,
-            prompt=row.prompt[:500],
-            results=dict(row.results or {}),
-            error=row.error,
-            **micros("cost", row.cost_micros),
-            billing=row.billing,
-            submitted_at=epoch_iso(row.submitted_at),
-            finished_at=epoch_iso(row.finished_at),
-        )
-
-
 TaskStatus = Literal["SUBMITTED", "QUEUED", "IN_PROGRESS", "SUCCESS", "FAILURE"]
 
 
@@ -86,7 +44,7 @@ def console_router(store: Store) -> APIRouter:
         end = filters.end or datetime.now(UTC)
         start = filters.start or end - timedelta(days=1)
         async with store.read() as session:
-            totals = await console_repo.usage_summary(session, dataclasses.replace(filters, start=start, end=end))
+            totals = await usage_stats.usage_summary(session, dataclasses.replace(filters, start=start, end=end))
         return UsageSummaryOut(
             start=iso(start),
             end=iso(end),

@@ -10,12 +10,12 @@ from __future__ import annotations
 import ipaddress
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Generic, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Generic, Self, TypeVar
 from urllib.parse import urlparse
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from omnirelay.api.account import iso, usd
+from omnirelay.api.account import epoch_iso, iso, usd
 from omnirelay.crypto import mask_secret, upstream_key_id
 from omnirelay.providers.kinds import CHANNEL_KINDS
 from omnirelay.routing.health import CheckResult
@@ -28,6 +28,7 @@ from omnirelay.store.models import (
     DisabledUpstreamKey,
     LedgerEntry,
     RedemptionCode,
+    Task,
     UsageLog,
 )
 
@@ -331,6 +332,61 @@ class LedgerOut(BaseModel):
 
 class LedgerEntryOut(LedgerOut):
     account_id: int
+
+
+class OwnTaskOut(BaseModel):
+    """An async task as its own account sees it (the System API), the whole prompt included; the admin view
+    (:class:`TaskOut`) adds the account and the channel and cuts the prompt, to keep a page of tasks small."""
+
+    prompt_limit: ClassVar[int | None] = None
+    """Characters of the prompt shown; None: all of it."""
+
+    id: str = Field(description="The task's public id.")
+    vendor: str
+    action: str
+    model: str
+    key_id: int | None
+    status: str
+    progress: int
+    prompt: str
+    results: dict[str, Any] = Field(description="Unified results: images, videos, audio (each with url), text.")
+    error: str | None
+    cost_usd: str
+    cost_micros: int
+    billing: str = Field(description="charged, settled or refunded")
+    submitted_at: str | None
+    finished_at: str | None
+
+    @classmethod
+    def from_row(cls, row: Task) -> Self:
+        # account_id and channel_id are fields of the admin view only; the account's own view ignores them.
+        return cls(
+            id=row.public_id,
+            vendor=row.vendor,
+            action=row.action,
+            model=row.model,
+            account_id=row.account_id,
+            key_id=row.key_id,
+            channel_id=row.channel_id,
+            status=row.status,
+            progress=row.progress,
+            prompt=row.prompt[: cls.prompt_limit],
+            results=dict(row.results or {}),
+            error=row.error,
+            **micros("cost", row.cost_micros),
+            billing=row.billing,
+            submitted_at=epoch_iso(row.submitted_at),
+            finished_at=epoch_iso(row.finished_at),
+        )
+
+
+class TaskOut(OwnTaskOut):
+    """An async task in the admin console: whose it is, which channel ran it, the prompt's first 500 characters."""
+
+    prompt_limit: ClassVar[int | None] = 500
+
+    account_id: int
+    channel_id: int
 
 
 class MoneyMovedOut(BaseModel):

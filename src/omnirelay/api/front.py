@@ -46,6 +46,8 @@ class RelayFront:
         self.exact = dict(exact)
         self.prefixes = tuple(prefixes)
         self.deadlines = BodyDeadlines(60.0)
+        self.on_refusal: Callable[[int], None] | None = None
+        """Told the status of every relay request refused before it became a call (``CallStats.refused``)."""
 
     @property
     def state(self) -> Any:
@@ -78,6 +80,7 @@ class RelayFront:
         if len(scope["headers"]) > MAX_HEADERS:
             crowded = GatewayError(ErrorCode.request_too_large, f"More than {MAX_HEADERS} request headers.", status=431)
             await error_response("openai", crowded, request_id)(scope, receive, send)
+            self._refused(crowded.status)
             return
         watch = DisconnectWatch(receive, task, self.deadlines)
         self.deadlines.reading(task)
@@ -94,6 +97,8 @@ class RelayFront:
                 watch.disarm()
                 if "x-request-id" not in response.headers:  # refusals before a call existed
                     response.headers["x-request-id"] = request_id
+                    if response.status_code >= 400:
+                        self._refused(response.status_code)
                 await response(scope, receive, send)
         except asyncio.CancelledError:
             if watch.fired and task.uncancel() == 0:
@@ -101,11 +106,16 @@ class RelayFront:
             if self.deadlines.expired(task) and task.uncancel() == 0:
                 late = GatewayError(ErrorCode.request_timeout, "The request body did not arrive in time.")
                 await error_response("openai", late, request_id)(scope, receive, send)
+                self._refused(late.status)
                 return
             raise
         finally:
             self.deadlines.done(task)
             watch.close()
+
+    def _refused(self, status: int) -> None:
+        if self.on_refusal is not None:
+            self.on_refusal(status)
 
 
 class DisconnectWatch:

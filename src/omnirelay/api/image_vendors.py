@@ -4,8 +4,10 @@ Each route is a row of :data:`ROUTES`: the vendor (which is also the channel typ
 answers and errors), the relay operation (``providers.wire.PATHS`` has the upstream path), the model it is sold
 as, the fields it needs. One handler reads a row: it checks what the vendor would refuse (a missing prompt or
 file, a file that is not an image, a mask of another size, too many images) and answers that in the vendor's
-error shape before anything is sent or billed; then the body goes upstream as the bytes received and the answer
-comes back as it is (result URLs passed through).
+error shape before anything is sent or billed; then the body goes upstream as received (an upload part by part
+from the spools it was read into, ``api.media.read_form``) and the answer comes back as it is, except that its
+result URLs are kept by the gateway when it keeps task results (``tasks.store_results``; ``api.media.ResultHost``).
+``GET /recraft/v1/styles`` (the custom styles of the channel's Recraft account) is relayed as it is, unbilled.
 
 Billing, per ``prices.json``: images returned times the price of the route's model for the option the request
 chose (Ideogram's ``rendering_speed``, Recraft's raster or vector output), or a flat ``per_request`` fee for
@@ -15,6 +17,7 @@ reserved before the call; a failed call costs nothing.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,14 +29,14 @@ from starlette.routing import Route
 
 from omnirelay.api.common import bearer_token, client_ip, read_json_body
 from omnirelay.api.errors import error_response
-from omnirelay.api.media import read_upload
+from omnirelay.api.media import ResultHost, Upload, UploadPart, close_upload, read_form
 from omnirelay.api.relay import Call, Relay
 from omnirelay.billing.meters import CallMeter, ImageMeter, Meter
-from omnirelay.errors import ErrorCode, GatewayError
+from omnirelay.errors import Blame, ErrorCode, GatewayError
 from omnirelay.formats.image_probe import image_kind, image_size
-from omnirelay.formats.multipart import MultipartError, Part, parse_multipart
 from omnirelay.gateway import Gateway
 from omnirelay.providers.kinds import WireFormat
+from omnirelay.providers.upstream import classify_answer, open_upstream, read_answer, read_error_body
 
 Fields = dict[str, Any]
 
@@ -44,6 +47,8 @@ RECRAFT_VECTOR_STYLES = frozenset({"vector_illustration", "icon"})
 FILE_LIMITS: dict[str, int] = {"ideogram": 10 * 1024 * 1024, "recraft": 5 * 1024 * 1024}
 """Largest single image each vendor takes (Ideogram: 10 MB; Recraft: 5 MB)."""
 RECRAFT_PROMPT_BYTES = 1000
+STYLES_MODEL = "recraft-style"
+"""Recraft's custom styles are sold (created) and listed as this model."""
 
 
 def _invalid(message: str, param: str | None = None) -> GatewayError:
@@ -181,12 +186,18 @@ ROUTES: tuple[VendorRoute, ...] = (
         "recraft",
         "/recraft/v1/styles",
         "recraft_styles",
-        model="recraft-style",
+        model=STYLES_MODEL,
         files=("files",),
         per_call=True,
         max_files={"files": 5},
     ),
 )
+
+
+def _as_sent(body: bytes | Upload) -> Callable[[str], Any]:
+    """The upstream body for any upstream model name: the client's own (an upload rebuilt from its spools, an
+    aiohttp payload the relay sends as it sends bytes)."""
+    return lambda _model: body.payload() if isinstance(body, Upload) else body
 
 
 def _count(value: object, upper: int, param: str) -> int:
@@ -203,37 +214,87 @@ class ImageVendorSurface:
     def __init__(self, gateway: Gateway, relay: Relay) -> None:
         self.gateway = gateway
         self.relay = relay
+        self.results = ResultHost(gateway)
 
     def routes(self) -> list[Route]:
-        return [Route(route.path, self._handler(route), methods=["POST"]) for route in ROUTES]
+        return [
+            *(Route(route.path, self._handler(route), methods=["POST"]) for route in ROUTES),
+            Route("/recraft/v1/styles", self._list_styles, methods=["GET"]),
+        ]
+
+    async def _list_styles(self, request: Request) -> Response:
+        """Recraft's ``GET /v1/styles``: the custom styles of the channel's Recraft account, as Recraft lists them.
+        Free (Recraft charges nothing for it), so no reservation and no usage row; routed as the model that creates
+        styles, which a key must be allowed."""
+        try:
+            key = self.gateway.authenticate(bearer_token(request), client_ip(request))
+            self.gateway.check_model(key, STYLES_MODEL)
+            return await self._get_upstream(STYLES_MODEL, "/styles")
+        except GatewayError as err:
+            return error_response("recraft", err)
+
+    async def _get_upstream(self, model: str, path: str) -> Response:
+        """A GET relayed as it is, in the plan's order, failing over as the relay does before an answer."""
+        router = self.gateway.router
+        plan = router.plan(model)
+        last: GatewayError | None = None
+        blame: Blame | None = None
+        for _ in range(router.policy.max_attempts):
+            candidate = plan.next(blame)
+            if candidate is None:
+                break
+            sent = asyncio.get_running_loop().time()
+            try:
+                response = await open_upstream(self.gateway.http, candidate, path, b"", method="GET")
+                if response.status >= 400:
+                    raw = await read_error_body(response, candidate.channel)
+                    code, _, retry_after = classify_answer("recraft", response.status, response.headers, raw)
+                    raise GatewayError(
+                        code,
+                        f"Upstream channel '{candidate.channel.name}' answered HTTP {response.status}.",
+                        status=response.status if 400 <= response.status < 500 else None,
+                        retry_after=retry_after,
+                        upstream_status=response.status,
+                    )
+                payload = await read_answer(response, candidate.channel, sent)
+            except GatewayError as err:
+                router.failed(candidate, err)
+                last, blame = err, err.code.spec.blame
+                if not err.retryable:
+                    break
+                continue
+            router.succeeded(candidate)
+            return Response(payload, media_type="application/json")
+        raise last or plan.unavailable()
 
     def _handler(self, route: VendorRoute) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
             try:
-                return await self.relay.handle(await self._parse(route, request))
+                return await self.results.rewrite(request, await self.relay.handle(await self._parse(route, request)))
             except GatewayError as err:
                 return error_response(route.vendor, err)
+            finally:
+                close_upload(request)
 
         return handle
 
-    async def _read(self, route: VendorRoute, request: Request) -> tuple[bytes, Fields, list[Part]]:
+    async def _read(self, route: VendorRoute, request: Request) -> tuple[bytes | Upload, Fields]:
+        """A JSON body as bytes and its fields, or a multipart upload (files spooled as they arrive) and its
+        plain fields."""
         content_type = request.headers.get("content-type", "")
         settings = self.gateway.settings
         if content_type.lower().startswith("multipart/form-data") and not route.json_only:
-            raw = await read_upload(request, settings.image_upload_max_bytes, "image")
-            try:
-                form = parse_multipart(raw, content_type)
-            except MultipartError as exc:
-                raise _invalid(f"Malformed multipart/form-data body: {exc}.") from None
-            fields = {p.name: p.text() for p in form.parts if not p.is_file}
-            return raw, fields, [p for p in form.parts if p.is_file]
+            limit = FILE_LIMITS.get(route.vendor, 10 * 1024 * 1024)
+            form = await read_form(
+                request, settings.image_upload_max_bytes, "image", part_limit=limit, accepted_by=route.vendor
+            )
+            return form, form.plain()
         if route.json:
             raw, body = await read_json_body(request, settings.max_body_bytes)
-            return raw, body, []
+            return raw, body
         raise _invalid("The request must be multipart/form-data.")
 
-    def _check_files(self, route: VendorRoute, files: list[Part]) -> None:
-        limit = FILE_LIMITS.get(route.vendor, 10 * 1024 * 1024)
+    def _check_files(self, route: VendorRoute, files: list[UploadPart]) -> None:
         for name in route.files:
             found = [p for p in files if p.name == name]
             if not found:
@@ -242,20 +303,14 @@ class ImageVendorSurface:
             if most is not None and len(found) > most:
                 raise _invalid(f"At most {most} files are accepted in '{name}'.", name)
         for part in files:
-            if len(part.data) > limit:
-                raise GatewayError(
-                    ErrorCode.request_too_large,
-                    f"'{part.name}' is larger than the {limit // (1024 * 1024)} MB {route.vendor} accepts.",
-                    param=part.name,
-                )
-            if image_kind(part.data) is None:
+            if image_kind(part.probe) is None:
                 raise _invalid(
                     f"Invalid file for '{part.name}': '{part.filename}' is not a PNG, JPEG or WEBP image.", part.name
                 )
         if route.mask is not None:
             image = next(p for p in files if p.name == route.files[0])
             mask = next(p for p in files if p.name == route.mask)
-            image_px, mask_px = image_size(image.data), image_size(mask.data)
+            image_px, mask_px = image_size(image.probe), image_size(mask.probe)
             if image_px is None or mask_px is None or image_px != mask_px:
                 shown = "x".join(map(str, mask_px or ("?", "?"))), "x".join(map(str, image_px or ("?", "?")))
                 raise _invalid(
@@ -266,7 +321,8 @@ class ImageVendorSurface:
         ip = client_ip(request)
         # Authenticate before reading: a stranger's upload is not worth parsing.
         key = self.gateway.authenticate(bearer_token(request), ip)
-        raw, fields, files = await self._read(route, request)
+        body, fields = await self._read(route, request)
+        files = body.files() if isinstance(body, Upload) else []
         prompt = fields.get("prompt")
         if route.prompt:
             if not isinstance(prompt, str) or not prompt.strip():
@@ -282,8 +338,10 @@ class ImageVendorSurface:
         meter: Meter = CallMeter() if route.per_call else ImageMeter(count, None, route.option(fields))
         self.gateway.check_model(key, model)
         content_type = request.headers.get("content-type", "application/json")
-        # Only Recraft's JSON generations name the model in the body; everything else goes on byte for byte.
-        keep = None if route.model is None and not files and route.json else (lambda _model: raw)
+        # Only Recraft's JSON generations name the model in the body; everything else goes on byte for byte (an
+        # upload part by part from its spools, under the client's boundary).
+        named_in_body = route.model is None and isinstance(body, bytes) and route.json
+        keep = None if named_in_body else _as_sent(body)
         call = Call(
             surface=route.vendor,
             endpoint=route.endpoint,
@@ -291,7 +349,7 @@ class ImageVendorSurface:
             model=model,
             stream=False,
             body=fields,
-            raw=raw,
+            raw=body if isinstance(body, bytes) else b"",
             client_ip=ip,
             meter=meter,
             rebuild=keep,

@@ -61,6 +61,7 @@ from omnirelay.providers.upstream import (
 from omnirelay.providers.wire import upstream_path
 from omnirelay.routing.registry import Candidate, RoutePlan
 from omnirelay.store.snapshot import KeyRecord
+from omnirelay.tracing import CallTrace, create_tracer
 
 log = structlog.get_logger(__name__)
 
@@ -194,6 +195,8 @@ class Call:
     """The body for another upstream model name, when it is not JSON (a multipart upload)."""
     streaming: bool = False
     """A stream is being relayed to the client (counted in ``CallStats.streams`` until ``_finish``)."""
+    trace: CallTrace | None = None
+    """The call's spans, when tracing is on (``omnirelay.tracing``)."""
 
     def overhead_ms(self, now: float | None = None) -> float:
         end = now if now is not None else time.perf_counter()
@@ -217,9 +220,13 @@ class Relay:
         self.gateway = gateway
         self.admission = Admission(gateway.billing, gateway.limiter)
         self.stats = CallStats()
+        self.tracer = create_tracer(gateway.settings.tracing)
+        """None when tracing is off: then a None check is all tracing costs a call."""
 
     async def handle(self, call: Call) -> Response:
         plan = self.gateway.router.plan(call.model)
+        if self.tracer is not None:
+            call.trace = self.tracer.start(call.surface, call.endpoint, call.model, call.stream, call.started)
         self.stats.in_flight += 1  # back down in ``_finish``
         try:
             call.ticket = await self.admission.admit(
@@ -235,11 +242,14 @@ class Relay:
             )
         except GatewayError as err:
             self._finish(call, Usage(), err.status, err.code.name)
+            self.stats.refused(err.status, "admission")
+            err.headers["x-request-id"] = call.request_id  # the front counts errors without one as pre-call refusals
             raise
         try:
             return await self._try_candidates(call, plan)
         except GatewayError as err:
             err.headers.update(call.ticket.headers)
+            err.headers["x-request-id"] = call.request_id
             raise
 
     async def _try_candidates(self, call: Call, plan: RoutePlan) -> Response:
@@ -266,9 +276,13 @@ class Relay:
                     continue
                 attempts += 1
                 call.candidate = candidate
+                if call.trace is not None:
+                    call.trace.attempt(candidate)
                 try:
                     return await self._attempt(call, candidate, prepared, deadline)
                 except GatewayError as err:
+                    if call.trace is not None:
+                        call.trace.attempt_failed(err.code.name, err.status)
                     router.failed(candidate, err)
                     last_error, blame = err, err.code.spec.blame
                     if not err.retryable:
@@ -611,6 +625,8 @@ class Relay:
             call.first_token_at - call.started if call.first_token_at else None,
             call.overhead_ms(now) / 1000,
         )
+        if call.trace is not None:
+            call.trace.end(status, error_code, usage)
         self.gateway.writer.record(
             {
                 "request_id": call.request_id,

@@ -46,7 +46,7 @@ from omnirelay.api.admin import (
     not_found,
     page_of,
 )
-from omnirelay.api.admin_models import LedgerOut, Page
+from omnirelay.api.admin_models import LedgerOut, OwnTaskOut, Page
 from omnirelay.api.system_models import (
     LEDGER_KINDS,
     AccountInfoOut,
@@ -59,7 +59,6 @@ from omnirelay.api.system_models import (
     OwnKeyIn,
     OwnKeyOut,
     OwnKeyPatch,
-    OwnTaskOut,
     RedeemIn,
     RedeemOut,
     TotalsOut,
@@ -68,7 +67,7 @@ from omnirelay.api.system_models import (
 from omnirelay.api.users import Principal, UserRoutes, routers
 from omnirelay.billing.prices import price_to_spec
 from omnirelay.gateway import Gateway
-from omnirelay.store import admin_repo, repo, user_repo
+from omnirelay.store import admin_repo, repo, usage_stats, user_repo
 from omnirelay.store.models import Account, ApiKey, Group
 
 TaskStatus = Literal["SUBMITTED", "QUEUED", "IN_PROGRESS", "SUCCESS", "FAILURE"]
@@ -288,7 +287,7 @@ class SystemRoutes:
             start = start or end - timedelta(days=30)
             window = admin_repo.UsageFilter(start=start, end=end, account_id=me.account_id, model=model)
             async with store.read() as session:
-                rows = await admin_repo.usage_aggregate(session, window, bucket="day", by="model", percentiles=False)
+                rows = await usage_stats.usage_aggregate(session, window, bucket="day", by="model", percentiles=False)
             days: dict[str, list[admin_repo.AggregateRow]] = defaultdict(list)
             models: dict[str, list[admin_repo.AggregateRow]] = defaultdict(list)
             for row in rows:

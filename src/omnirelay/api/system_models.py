@@ -12,10 +12,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from omnirelay.api.account import epoch_iso, iso
+from omnirelay.api.account import iso
 from omnirelay.api.admin_models import Expiry, Input, KeyPatch, Name, micros
 from omnirelay.store.admin_repo import utc
-from omnirelay.store.models import ApiKey, LedgerEntry, Task, UsageLog
+from omnirelay.store.models import ApiKey, LedgerEntry, UsageLog
 from omnirelay.store.user_models import AccessToken, User
 
 Username = Annotated[
@@ -318,43 +318,6 @@ class UsageAggregateOut(BaseModel):
     total: TotalsOut
     by_day: list[DayTotalsOut]
     by_model: list[ModelTotalsOut]
-
-
-class OwnTaskOut(BaseModel):
-    id: str = Field(description="The task's public id.")
-    vendor: str
-    action: str
-    model: str
-    key_id: int | None
-    status: str
-    progress: int
-    prompt: str
-    results: dict[str, Any]
-    error: str | None
-    cost_usd: str
-    cost_micros: int
-    billing: str = Field(description="charged, settled or refunded")
-    submitted_at: str | None
-    finished_at: str | None
-
-    @classmethod
-    def from_row(cls, row: Task) -> OwnTaskOut:
-        return cls(
-            id=row.public_id,
-            vendor=row.vendor,
-            action=row.action,
-            model=row.model,
-            key_id=row.key_id,
-            status=row.status,
-            progress=row.progress,
-            prompt=row.prompt,
-            results=dict(row.results or {}),
-            error=row.error,
-            **micros("cost", row.cost_micros),
-            billing=row.billing,
-            submitted_at=epoch_iso(row.submitted_at),
-            finished_at=epoch_iso(row.finished_at),
-        )
 
 
 class RedeemIn(Input):

@@ -20,10 +20,13 @@ class SSEEvent:
 class SSEParser:
     """Feeds bytes, yields complete events. One parser per stream."""
 
-    __slots__ = ("_buffer", "_data", "_event", "_id", "_pending_cr", "_retry")
+    __slots__ = ("_buffer", "_data", "_event", "_id", "_pending_cr", "_pieces", "_retry")
 
     def __init__(self) -> None:
         self._buffer = b""
+        self._pieces: list[bytes] = []
+        """Chunks without a line end, after ``_buffer``: joined once the line ends, so a huge line arriving in many
+        chunks costs linear time, not a copy of everything so far per chunk."""
         self._data: list[str] = []
         self._event: str | None = None
         self._id: str | None = None
@@ -35,7 +38,15 @@ class SSEParser:
             # The previous chunk ended with "\r" of a "\r\n" pair; the line was already taken.
             chunk = chunk[1:]
         self._pending_cr = False
-        buffer = self._buffer + chunk
+        if b"\n" not in chunk and b"\r" not in chunk:
+            if chunk:
+                self._pieces.append(chunk)
+            return []
+        if self._pieces:
+            buffer = b"".join((self._buffer, *self._pieces, chunk))
+            self._pieces = []
+        else:
+            buffer = self._buffer + chunk
         events: list[SSEEvent] = []
         start = 0
         length = len(buffer)
@@ -62,6 +73,8 @@ class SSEParser:
     def flush(self) -> list[SSEEvent]:
         """End of stream: a last event without its blank line still counts (servers do cut that short)."""
         events: list[SSEEvent] = []
+        if self._pieces:
+            self._buffer, self._pieces = b"".join((self._buffer, *self._pieces)), []
         if self._buffer:
             line, self._buffer = self._buffer.decode("utf-8", errors="replace"), b""
             event = self._line(line)
@@ -90,7 +103,7 @@ class SSEParser:
             self._event = value
         elif name == "id":
             self._id = value
-        elif name == "retry" and value.isdigit():
+        elif name == "retry" and value.isascii() and value.isdigit():  # "²".isdigit() is true, int("²") fails
             self._retry = int(value)
         return None
 

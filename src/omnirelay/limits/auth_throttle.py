@@ -5,18 +5,35 @@ Guessing keys is the attack; an address that fails ``limit`` times within ``wind
 guesser learns nothing from a lucky try. A successful authentication from an address that is not blocked costs one
 truthiness test of an (almost always empty) dict.
 
-Per instance on purpose: with several instances behind a balancer an attacker gets ``limit`` per instance, which
-still turns millions of guesses a minute into a few dozen.
+``AuthThrottle`` is per instance: with several instances behind a balancer an attacker gets ``limit`` per instance.
+``SharedAuthThrottle`` (used when ``redis_url`` is set) closes that gap: failures also count in a shared fixed
+window per address in the limiter (Redis), and the instance whose failure reaches ``limit`` there blocks the
+address for ``window_s`` and tells every instance over the limiter's bus. The counting runs off the request path
+(fire and forget), so the shared block lands a moment after the failure that earned it, and the local sliding
+window still applies on its own, so the shared throttle is never weaker than the unshared one. Without Redis it
+degrades to exactly that. An instance that starts later learns of blocks decided after it subscribed.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import time
 from collections import deque
 from collections.abc import Callable
 
+import orjson
+import structlog
+
+from omnirelay.limits.base import Limiter
+
+log = structlog.get_logger(__name__)
+
 MAX_TRACKED = 100_000
 """Addresses with recent failures kept at most; past this the oldest are forgotten (memory stays bounded)."""
+BUS_CHANNEL = "auth-throttle"
+COUNTER_PREFIX = "authfail:"
 
 
 class AuthThrottle:
@@ -70,3 +87,90 @@ class AuthThrottle:
         if len(self._failures) >= MAX_TRACKED:  # a flood of live addresses: drop the first half seen
             for address in list(self._failures)[: MAX_TRACKED // 2]:
                 del self._failures[address]
+
+    def block(self, ip: str, seconds: float) -> None:
+        """Refuse ``ip`` for ``seconds`` from now (or longer, if it already is)."""
+        until = self.clock() + seconds
+        if len(self.blocked) >= MAX_TRACKED:
+            now = self.clock()
+            for address in [a for a, t in self.blocked.items() if t <= now]:
+                del self.blocked[address]
+        if until > self.blocked.get(ip, 0.0):
+            self.blocked[ip] = until
+
+    def start(self) -> None:
+        """Called by the gateway once its event loop runs (nothing to start here)."""
+
+    async def stop(self) -> None:
+        """Called by the gateway as it stops."""
+
+
+class SharedAuthThrottle(AuthThrottle):
+    """``AuthThrottle`` whose failures also count across every instance sharing ``limiter`` (see the module)."""
+
+    def __init__(
+        self, limiter: Limiter, limit: int, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__(limit, window_s, clock)
+        self.limiter = limiter
+        self.origin = os.urandom(6).hex()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._runner: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._runner = asyncio.get_running_loop().create_task(self._listen(), name="auth-throttle-sync")
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def failed(self, ip: str | None) -> float | None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside the server's loop (a script, a test): this instance's window only
+            return super().failed(ip)
+        task = loop.create_task(self._count(ip or ""))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return super().failed(ip)
+
+    async def _count(self, address: str) -> None:
+        window = int(time.time() // self.window_s)
+        try:
+            failures = await self.limiter.add(f"{COUNTER_PREFIX}{address}:{window}", 1, ttl_s=self.window_s * 2)
+            if failures != self.limit:  # only the failure that reaches the limit blocks (and tells the others)
+                return
+            self.block(address, self.window_s)
+            message = orjson.dumps({"o": self.origin, "ip": address, "s": self.window_s})
+            await self.limiter.publish(BUS_CHANNEL, message)
+        except Exception as exc:  # Redis away: the local window still applies
+            log.warning("auth_throttle_count_failed", error=type(exc).__name__)
+
+    def receive(self, message: bytes) -> None:
+        try:
+            data = orjson.loads(message)
+            if data.get("o") != self.origin:
+                self.block(str(data["ip"]), float(data["s"]))
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("auth_throttle_message_invalid")
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                async with self.limiter.subscribe(BUS_CHANNEL) as subscription:
+                    async for message in subscription:
+                        self.receive(message)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("auth_throttle_sync_lost", error=type(exc).__name__)
+                await asyncio.sleep(1.0)
+
+
+def create_auth_throttle(limit: int, limiter: Limiter | None) -> AuthThrottle:
+    """Shared over ``limiter`` when there is one to share (Redis), else per instance."""
+    return AuthThrottle(limit) if limiter is None else SharedAuthThrottle(limiter, limit)

@@ -8,8 +8,9 @@ Ideogram (``create_ideogram_simulator``, base URL as ``https://api.ideogram.ai``
 Recraft (``create_recraft_simulator``, base URL as ``https://external.api.recraft.ai/v1``; bearer key):
 ``POST /v1/images/generations`` (JSON; vector styles and ``*_vector`` models answer SVG),
 ``/v1/images/vectorize`` (SVG), ``/removeBackground``, ``/clarityUpscale``, ``/generativeUpscale`` (PNG),
-``/v1/styles``. Answers ``{"created", "credits", "data": [{"image_id", "url"}]}`` or ``{..., "image": {...}}``;
-errors ``{"code", "message"}``.
+``POST /v1/styles`` (a custom style from up to five images, kept per API key) and ``GET /v1/styles`` (the key's
+own styles: ``{"styles": [{"id", "style", "is_private", "creation_time"}]}``). Answers ``{"created", "credits",
+"data": [{"image_id", "url"}]}`` or ``{..., "image": {...}}``; errors ``{"code", "message"}``.
 
 Images are PNG (SVG for vectors) made on the fly (``simulators.media``), served from ``GET /_sim/files/{name}``.
 Knobs and faults as everywhere (``simulators.common``): ``x-sim-*`` headers, ``[sim ...]`` in the prompt, queued
@@ -109,7 +110,9 @@ class _ImageVendorSimulator:
     def error(self, status: int, message: str, code: str = "invalid_parameter") -> Response:
         return Response(orjson.dumps(self.error_body(status, message, code)), status, media_type="application/json")
 
-    def route(self, path: str, handler: Handler, key_of: Callable[[Request], str | None]) -> Route:
+    def route(
+        self, path: str, handler: Handler, key_of: Callable[[Request], str | None], method: str = "POST"
+    ) -> Route:
         async def run(request: Request) -> Response:
             raw = await request.body()
             recorded = self.state.record(request, raw)
@@ -132,7 +135,7 @@ class _ImageVendorSimulator:
                 return self.error(refused.status, refused.message, refused.code)
             return Response(orjson.dumps(answer), media_type="application/json")
 
-        return Route(path, run, methods=["POST"])
+        return Route(path, run, methods=[method])
 
     def _fault(self, knobs: SimKnobs) -> Response:
         status = int(knobs.fault or 500)
@@ -349,14 +352,27 @@ def create_recraft_simulator(state: SimulatorState | None = None) -> Starlette:
 
         return run
 
-    async def styles(request: Request, form: _Form) -> dict[str, Any]:
-        if not form.text("style"):
+    # Custom styles by the API key that made them: Recraft lists an account's own styles only.
+    custom_styles: dict[str, list[dict[str, Any]]] = {}
+
+    async def create_style(request: Request, form: _Form) -> dict[str, Any]:
+        style = form.text("style")
+        if not style:
             raise Refused(400, "style is required.")
         files = [p for p in form.files if p.name == "files"]
         if not files or any(image_kind(p.data) is None for p in files):
             raise Refused(400, "files must be one to five PNG, JPEG or WebP images.")
-        digest = hashlib.sha256(b"".join(p.data for p in files)).digest()
-        return {"id": str(uuid.UUID(bytes=digest[:16])), "credits": RECRAFT_CREDITS["styles"]}
+        created = {
+            "id": str(uuid.uuid4()),
+            "style": style,
+            "is_private": (form.text("private") or "true").lower() != "false",
+            "creation_time": datetime.now(UTC).isoformat(),
+        }
+        custom_styles.setdefault(key_of(request) or "", []).append(created)
+        return {**created, "credits": RECRAFT_CREDITS["styles"]}
+
+    async def list_styles(request: Request, form: _Form) -> dict[str, Any]:
+        return {"styles": list(custom_styles.get(key_of(request) or "", []))}
 
     routes = [
         sim.route("/v1/images/generations", generations, key_of),
@@ -364,6 +380,7 @@ def create_recraft_simulator(state: SimulatorState | None = None) -> Starlette:
         sim.route("/v1/images/removeBackground", transform("removeBackground"), key_of),
         sim.route("/v1/images/clarityUpscale", transform("clarityUpscale", scale=2), key_of),
         sim.route("/v1/images/generativeUpscale", transform("generativeUpscale", scale=2), key_of),
-        sim.route("/v1/styles", styles, key_of),
+        sim.route("/v1/styles", create_style, key_of),
+        sim.route("/v1/styles", list_styles, key_of, method="GET"),
     ]
     return sim.app(routes)

@@ -31,6 +31,7 @@ from omnirelay.billing.prices import Price
 from omnirelay.crypto import upstream_key_id
 from omnirelay.errors import Blame, ErrorCode, GatewayError
 from omnirelay.gateway import Gateway, master_key_for
+from omnirelay.metrics import TaskCounts
 from omnirelay.providers.task_vendors import vendor_for_channel_type
 from omnirelay.providers.task_vendors.base import (
     FINAL_STATUSES,
@@ -110,7 +111,12 @@ class TaskEngine:
         self.settings = gateway.settings.tasks
         self.owner = self.settings.instance_id or "gw-" + new_public_id("")[:12]
         self.files = (
-            LocalStore(self.settings.storage_dir, max_bytes=self.settings.result_max_bytes)
+            LocalStore(
+                self.settings.storage_dir,
+                max_bytes=self.settings.result_max_bytes,
+                allow_private=gateway.settings.media_fetch_allow_private,
+                timeout_s=self.settings.result_fetch_timeout_s,
+            )
             if self.settings.store_results
             else None
         )
@@ -121,6 +127,8 @@ class TaskEngine:
             else hashlib.sha256(b"omnirelay-webhooks\x00" + master_key_for(gateway.settings).encode()).digest()
         )
         self._ended: dict[str, asyncio.Event] = {}
+        self.counts = TaskCounts()
+        """Submits and finishes for ``/metrics`` (``create_app`` shares the relay's)."""
 
     @property
     def user_agent(self) -> str:
@@ -195,6 +203,24 @@ class TaskEngine:
         parent: str | None = None,
         notify_hook: str | None = None,
         client_ip: str | None = None,
+    ) -> TaskView:
+        try:
+            view = await self._submit(key, model, build, surface, parent, notify_hook, client_ip)
+        except GatewayError as err:
+            self.counts.submits.inc(surface, err.code.name)
+            raise
+        self.counts.submits.inc(surface, "accepted")
+        return view
+
+    async def _submit(
+        self,
+        key: KeyRecord,
+        model: str,
+        build: SubmissionFor,
+        surface: str,
+        parent: str | None,
+        notify_hook: str | None,
+        client_ip: str | None,
     ) -> TaskView:
         gateway = self.gateway
         gateway.check_model(key, model)
@@ -377,7 +403,9 @@ class TaskEngine:
             self._ended.pop(public_id, None)
         return row
 
-    def ended(self, public_id: str) -> None:
+    def ended(self, public_id: str, vendor: str, status: str) -> None:
+        """This instance ended the task (``Poller.finish``): wake its waiters, count it."""
+        self.counts.finishes.inc(vendor, status)
         event = self._ended.pop(public_id, None)
         if event is not None:
             event.set()

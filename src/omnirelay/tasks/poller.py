@@ -242,7 +242,7 @@ class Poller:
         if key is not None:
             await self.gateway.billing.adjust(key, delta)
         log.info("task_finished", task=row.public_id, status=update.status, charge_delta_micros=delta)
-        self.engine.ended(row.public_id)
+        self.engine.ended(row.public_id, row.vendor, update.status)
         if row.notify_hook:
             async with self.gateway.sessions() as session:
                 fresh = await store.get_by_public_id(session, row.public_id)
@@ -266,6 +266,7 @@ class Poller:
                 secret=self.engine.hook_secret,
                 task_id=row.public_id,
                 timeout_s=settings.webhook_timeout_s,
+                allow_private=settings.webhook_allow_private,
             )
         except HookRefused:
             ok, refused = False, True

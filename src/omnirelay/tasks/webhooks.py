@@ -9,20 +9,26 @@ for ``/mj`` submits, the unified task for ``/task/submit``). Each call is signed
 so a receiver recomputes the HMAC over the timestamp, a dot and the raw body, compares in constant time, and
 rejects old timestamps to stop replays. The secret is ``tasks.webhook_secret`` (or one derived from the master
 key). A 2xx answer is a delivery; anything else is retried with exponential backoff up to ``webhook_attempts``.
-Addresses that resolve to private, loopback or link-local networks are refused unless ``webhook_allow_private``.
+Addresses that resolve to private, loopback or link-local networks are refused unless ``webhook_allow_private``,
+checked when the task is submitted and again on every delivery, which connects to the address it checked
+(``providers.media.open_url``: a name that resolves elsewhere by then cannot redirect the call).
+
+Redirects are not followed: a 3xx answer is a failed delivery, retried like any other. Following one would re-send
+a signed body to an address the receiver names at delivery time rather than the one the client registered (a 307
+or 308 keeps the POST and its body), and a 303 would turn the call into a GET that drops the body; receivers that
+moved register their new URL, as with GitHub's and Stripe's webhooks.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
-import ipaddress
-import socket
 import time
 from urllib.parse import urlsplit
 
 import aiohttp
+
+from omnirelay.providers.media import FetchRefused, checked_addresses, open_url
 
 SIGNATURE_HEADER = "X-Omnirelay-Signature"
 TASK_ID_HEADER = "X-Omnirelay-Task-Id"
@@ -57,17 +63,22 @@ async def check_address(url: str, allow_private: bool) -> None:
         raise HookRefused("the webhook must be an http or https URL")
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
-    except OSError:
-        raise HookRefused("the webhook host cannot be resolved") from None
-    for info in infos:
-        if not allow_private and not ipaddress.ip_address(info[4][0]).is_global:
-            raise HookRefused("the webhook points at a non-public address")
+        await checked_addresses(parts.hostname, port, allow_private=allow_private)
+    except FetchRefused as refused:
+        raise HookRefused(str(refused)) from None
 
 
 async def deliver(
-    http: aiohttp.ClientSession, url: str, body: bytes, *, secret: bytes, task_id: str, timeout_s: float
+    http: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    *,
+    secret: bytes,
+    task_id: str,
+    timeout_s: float,
+    allow_private: bool = False,
 ) -> bool:
+    """One signed POST of ``body``; True when the receiver answered 2xx."""
     headers = {
         "Content-Type": "application/json",
         SIGNATURE_HEADER: sign(secret, body),
@@ -75,9 +86,16 @@ async def deliver(
         "User-Agent": "omnirelay-webhook",
     }
     try:
-        async with http.post(
-            url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s), allow_redirects=False
+        async with open_url(
+            http,
+            url,
+            method="POST",
+            data=body,
+            headers=headers,
+            timeout_s=timeout_s,
+            allow_private=allow_private,
+            max_redirects=0,
         ) as answer:
             return 200 <= answer.status < 300
-    except (aiohttp.ClientError, TimeoutError, OSError):
+    except FetchRefused:
         return False
