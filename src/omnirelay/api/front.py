@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from omnirelay.api import request_id as request_ids
@@ -95,11 +95,8 @@ class RelayFront:
                 await stream_out(response, watch, send)
             else:
                 watch.disarm()
-                if "x-request-id" not in response.headers:  # refusals before a call existed
-                    response.headers["x-request-id"] = request_id
-                    if response.status_code >= 400:
-                        self._refused(response.status_code)
-                await response(scope, receive, send)
+                if await send_whole(response, request_id, scope, receive, send) and response.status_code >= 400:
+                    self._refused(response.status_code)  # a refusal before a call existed
         except asyncio.CancelledError:
             if watch.fired and task.uncancel() == 0:
                 return  # the client left: nobody to answer
@@ -138,7 +135,9 @@ class DisconnectWatch:
             # The body is complete, so the next message can only be the disconnect (or the server noting that
             # the response completed, which comes after ``disarm``).
             self._deadlines.done(self._task)
-            self.future = asyncio.ensure_future(self._receive())
+            # create_task, not ensure_future: that one first asks whether a coroutine is a future, by a failed
+            # attribute lookup (a raised and caught exception) per request.
+            self.future = self._task.get_loop().create_task(self._receive())  # type: ignore[arg-type]
             self.future.add_done_callback(self._on_message)
         return message
 
@@ -190,6 +189,25 @@ class BodyDeadlines:
             self._expired.discard(task)
             return True
         return False
+
+
+_REQUEST_ID = b"x-request-id"
+
+
+async def send_whole(response: Response, request_id: str, scope: Scope, receive: Receive, send: Send) -> bool:
+    """A whole answer: the two messages Starlette's ``Response.__call__`` sends, without building its header
+    view twice per call. An answer without a request id (a refusal made before a call existed) gets it here;
+    returns whether it did."""
+    headers = response.raw_headers
+    anonymous = not any(name == _REQUEST_ID for name, _ in headers)
+    if anonymous:
+        headers.append((_REQUEST_ID, request_id.encode("latin-1")))
+    if response.background is not None or type(response) not in (Response, JSONResponse):
+        await response(scope, receive, send)  # a response with its own sending (files) or a task after it
+        return anonymous
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": response.body})
+    return anonymous
 
 
 async def stream_out(response: StreamingResponse, watch: DisconnectWatch, send: Send) -> None:
