@@ -186,13 +186,29 @@ def encoding_for(model: str) -> Encoder:
     return load_encoding(encoding_name_for(model))
 
 
+COUNT_CACHE_SIZE: Final = 65_536
+"""Texts whose token count is remembered. Chat clients resend the whole conversation every turn, and system
+prompts repeat across calls, so most of a prompt was counted before; encoding costs ~90 ns per character
+(o200k), a lookup a hash of the text. Keys are (encoder, hash, length), not the texts: ~100 bytes an entry."""
+
+_counts: dict[tuple[int, int, int], int] = {}
+
+
 def _encode_len(encoder: Encoder, text: str) -> int:
     if not text:
         return 0
+    key = (id(encoder), hash(text), len(text))
+    count = _counts.get(key)
+    if count is not None:
+        return count
     try:
-        return len(encoder.encode_ordinary(text))
+        count = len(encoder.encode_ordinary(text))
     except UnicodeEncodeError:  # lone surrogates from a lenient JSON parser
-        return len(encoder.encode_ordinary(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")))
+        count = len(encoder.encode_ordinary(text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")))
+    if len(_counts) >= COUNT_CACHE_SIZE:
+        del _counts[next(iter(_counts))]  # the oldest entry
+    _counts[key] = count
+    return count
 
 
 def count_text(model: str, text: str) -> int:
