@@ -114,14 +114,16 @@ class Admission:
             output = max_output * choices if max_output is not None else None
             worst = self.billing.worst_case(price, key, prompt, output) if unit_worst is None else unit_worst
             charges = self.billing.charges(key, worst)
-        # One step (one Redis round trip): the rate windows, then the budget hold if the rate admits the call.
-        decision, refused = await self.limiter.admit(
-            scopes,
-            admitted_tokens,
-            request_id if key.budgeted else None,
-            charges,
-            lease_s=self.billing.hold_lease_s,
-        )
+        decision, refused = None, None
+        if scopes or key.budgeted:
+            # One step (one Redis round trip): the rate windows, then the budget hold if the rate admits the call.
+            decision, refused = await self.limiter.admit(
+                scopes,
+                admitted_tokens,
+                request_id if key.budgeted else None,
+                charges,
+                lease_s=self.billing.hold_lease_s,
+            )
         if decision is not None and not decision.allowed:
             raise self._rate_refusal(decision)
         if refused is not None:
