@@ -90,25 +90,40 @@ class AuditTrail:
                 sent.extend(message.get("body", b""))
             return message
 
+        last: Message | None = None
+
         async def capture(message: Message) -> None:
-            nonlocal status
+            nonlocal status, last
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body" and len(body) < _MAX_CAPTURE:
-                body.extend(message.get("body", b""))
+            elif message["type"] == "http.response.body":
+                if len(body) < _MAX_CAPTURE:
+                    body.extend(message.get("body", b""))
+                if not message.get("more_body", False):
+                    last = message  # held back until the row is stored: a client that saw the answer finds it
+                    return
             await send(message)
 
         await self.app(scope, tee, capture)
+        try:
+            await self._audit(scope, relative, target, status, before, bytes(body), bytes(sent))
+        finally:
+            if last is not None:
+                await send(last)
+
+    async def _audit(
+        self, scope: Scope, relative: str, target: str | None, status: int, before: Any, body: bytes, sent: bytes
+    ) -> None:
         actor = (scope.get("state") or {}).get(ACTOR)
         if actor is None:  # refused before authentication: nobody to name, nothing changed
             return
         if target is None and status < 300 and scope["method"] == "POST":  # a create: its id is in the answer
-            created = _created_id(bytes(body))
+            created = _created_id(body)
             if created is not None:
                 target = f"{relative.rstrip('/')}/{created}"
         after = await self._view(scope, target) if target and status < 400 else None
         if after is None and status < 400 and scope["method"] != "DELETE":
-            after = _request_body(bytes(sent))
+            after = _request_body(sent)
         await self._record(scope, actor, relative, target, status, before, after)
 
     async def _view(self, scope: Scope, path: str) -> Any:
