@@ -17,8 +17,6 @@ degrades to exactly that. An instance that starts later learns of blocks decided
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,6 +25,7 @@ import orjson
 import structlog
 
 from omnirelay.limits.base import Limiter
+from omnirelay.limits.bus import BusPeer
 
 log = structlog.get_logger(__name__)
 
@@ -105,38 +104,25 @@ class AuthThrottle:
         """Called by the gateway as it stops."""
 
 
-class SharedAuthThrottle(AuthThrottle):
+class SharedAuthThrottle(BusPeer, AuthThrottle):
     """``AuthThrottle`` whose failures also count across every instance sharing ``limiter`` (see the module)."""
+
+    channel = BUS_CHANNEL
+    name = "auth_throttle"
 
     def __init__(
         self, limiter: Limiter, limit: int, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        super().__init__(limit, window_s, clock)
-        self.limiter = limiter
-        self.origin = os.urandom(6).hex()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._runner: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._runner = asyncio.get_running_loop().create_task(self._listen(), name="auth-throttle-sync")
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        AuthThrottle.__init__(self, limit, window_s, clock)
+        BusPeer.__init__(self, limiter)
 
     def failed(self, ip: str | None) -> float | None:
         try:
-            loop = asyncio.get_running_loop()
+            asyncio.get_running_loop()
         except RuntimeError:  # called outside the server's loop (a script, a test): this instance's window only
-            return super().failed(ip)
-        task = loop.create_task(self._count(ip or ""))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return super().failed(ip)
+            return AuthThrottle.failed(self, ip)
+        self.spawn(self._count(ip or ""))
+        return AuthThrottle.failed(self, ip)
 
     async def _count(self, address: str) -> None:
         window = int(time.time() // self.window_s)
@@ -157,18 +143,6 @@ class SharedAuthThrottle(AuthThrottle):
                 self.block(str(data["ip"]), float(data["s"]))
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             log.warning("auth_throttle_message_invalid")
-
-    async def _listen(self) -> None:
-        while True:
-            try:
-                async with self.limiter.subscribe(BUS_CHANNEL) as subscription:
-                    async for message in subscription:
-                        self.receive(message)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("auth_throttle_sync_lost", error=type(exc).__name__)
-                await asyncio.sleep(1.0)
 
 
 def create_auth_throttle(limit: int, limiter: Limiter | None) -> AuthThrottle:

@@ -18,10 +18,7 @@ Times are wall-clock seconds (``time.time``) so that instances can exchange them
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import math
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,6 +29,7 @@ import structlog
 
 from omnirelay.config import BreakerConfig
 from omnirelay.limits import Limiter
+from omnirelay.limits.bus import BusPeer
 
 log = structlog.get_logger(__name__)
 
@@ -346,7 +344,7 @@ BUS_CHANNEL = "routing.breakers"
 STATE_PREFIX = "breaker:"
 
 
-class SharedBreakers:
+class SharedBreakers(BusPeer):
     """Breaker transitions shared between instances over the limiter's bus (Redis).
 
     A breaker that opens on one instance opens on all of them; a probe that closes it closes it everywhere; a
@@ -356,30 +354,17 @@ class SharedBreakers:
     forget, off the request path.
     """
 
+    channel = BUS_CHANNEL
+    name = "breaker"
+
     def __init__(self, board: BreakerBoard, limiter: Limiter, targets: Callable[[], Iterable[str]]) -> None:
+        super().__init__(limiter)
         self.board = board
-        self.limiter = limiter
         self.targets = targets
-        self.origin = os.urandom(6).hex()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._runner: asyncio.Task[None] | None = None
         board.listener = self.publish
 
-    def start(self) -> None:
-        self._runner = asyncio.create_task(self._run(), name="breaker-sync")
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-
     def publish(self, change: Change) -> None:
-        task = asyncio.get_running_loop().create_task(self._publish(change))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.spawn(self._publish(change))
 
     async def _publish(self, change: Change) -> None:
         message = orjson.dumps({"o": self.origin, "t": change.target, "k": change.kind, "u": change.until})
@@ -402,6 +387,9 @@ class SharedBreakers:
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             log.warning("breaker_message_invalid")
 
+    async def synced(self) -> None:
+        await self.load()
+
     async def load(self) -> None:
         """Open locally whatever another instance has open now."""
         now_ms = time.time() * 1000
@@ -409,16 +397,3 @@ class SharedBreakers:
             until_ms = await self.limiter.get(STATE_PREFIX + target)
             if until_ms > now_ms:
                 self.board.apply(Change(target, "open", until_ms / 1000))
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                async with self.limiter.subscribe(BUS_CHANNEL) as subscription:
-                    await self.load()
-                    async for message in subscription:
-                        self.receive(message)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.warning("breaker_sync_lost", error=type(exc).__name__)
-                await asyncio.sleep(1.0)
