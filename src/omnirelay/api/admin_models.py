@@ -400,6 +400,17 @@ class GroupOut(BaseModel):
     accounts: int
 
 
+def key_status(row: ApiKey) -> str:
+    """active, disabled (switched off by its owner through the System API), expired or revoked."""
+    if row.revoked_at is not None:
+        return "revoked"
+    if row.disabled:
+        return "disabled"
+    if row.expires_at is not None and utc(row.expires_at) <= datetime.now(UTC):
+        return "expired"
+    return "active"
+
+
 class KeyOut(BaseModel):
     id: int
     name: str
@@ -422,13 +433,7 @@ class KeyOut(BaseModel):
 
     @classmethod
     def from_row(cls, row: ApiKey) -> KeyOut:
-        status = "active"
-        if row.revoked_at is not None:
-            status = "revoked"
-        elif row.disabled:  # switched off by its owner (System API)
-            status = "disabled"
-        elif row.expires_at is not None and utc(row.expires_at) <= datetime.now(UTC):
-            status = "expired"
+        status = key_status(row)
         return cls(
             id=row.id,
             name=row.name,

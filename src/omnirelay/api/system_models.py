@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, field_validator
 
 from omnirelay.api.account import iso
-from omnirelay.api.admin_models import Expiry, Input, KeyPatch, Name, micros
+from omnirelay.api.admin_models import Expiry, Input, KeyPatch, Name, key_status, micros
 from omnirelay.store.admin_repo import utc
 from omnirelay.store.models import ApiKey, LedgerEntry, UsageLog
 from omnirelay.store.user_models import AccessToken, User
@@ -186,13 +186,7 @@ class OwnKeyOut(BaseModel):
 
     @classmethod
     def from_row(cls, row: ApiKey) -> OwnKeyOut:
-        status = "active"
-        if row.revoked_at is not None:
-            status = "revoked"
-        elif row.disabled:
-            status = "disabled"
-        elif row.expires_at is not None and utc(row.expires_at) <= datetime.now(UTC):
-            status = "expired"
+        status = key_status(row)
         cap = row.spend_cap_micros
         return cls(
             id=row.id,
