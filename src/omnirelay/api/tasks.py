@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
-from omnirelay.api.common import client_ip
+from omnirelay.api.common import client_ip, read_body
 from omnirelay.errors import ErrorCode, GatewayError
 from omnirelay.gateway import Gateway
 from omnirelay.providers.task_vendors import vendors
@@ -77,9 +77,7 @@ class TaskRoutes:
         return self.gateway.authenticate(secret, client_ip(request))
 
     async def _body(self, request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        if len(raw) > MAX_BODY:
-            raise GatewayError(ErrorCode.request_too_large, "The request body is too large.")
+        raw = await read_body(request, MAX_BODY)  # refused as soon as it passes the limit, not once read whole
         try:
             body = orjson.loads(raw or b"{}")
         except orjson.JSONDecodeError:
