@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from omnirelay.api.common import bearer_token, client_ip, read_json_body
+from omnirelay.api.common import bearer_token, client_ip, header, read_json_body
 from omnirelay.api.errors import error_response
 from omnirelay.api.relay import Call, Relay
 from omnirelay.billing import tokens
@@ -28,7 +28,7 @@ FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 
 
 def anthropic_key(request: Request) -> str | None:
-    return request.headers.get("x-api-key") or bearer_token(request)
+    return header(request, b"x-api-key") or bearer_token(request)
 
 
 class AnthropicSurface:
@@ -62,7 +62,7 @@ class AnthropicSurface:
             body=body,
             raw=raw,
             client_ip=ip,
-            forward_headers={name: value for name in FORWARDED_HEADERS if (value := request.headers.get(name))},
+            forward_headers={name: value for name in FORWARDED_HEADERS if (value := header(request, name.encode()))},
         )
 
     async def messages(self, request: Request) -> Response:

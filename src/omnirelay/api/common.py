@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -9,17 +10,37 @@ from starlette.requests import ClientDisconnect, Request
 
 from omnirelay.errors import ErrorCode, GatewayError
 
+RAW_HEADERS = "omnirelay.raw_headers"
+"""Where the scope keeps its header lines as a dict (``raw_headers``)."""
+
+
+def raw_headers(scope: MutableMapping[str, Any]) -> dict[bytes, bytes]:
+    """The request's header lines as one dict of lower-case name to value (the first line of a repeated name),
+    made once per request and kept in the scope. Starlette's ``Headers`` scans and lower-cases every line on each
+    lookup; a relayed call looks up several."""
+    headers = scope.get(RAW_HEADERS)
+    if headers is None:
+        headers = scope[RAW_HEADERS] = dict(reversed(scope["headers"]))
+    return headers  # type: ignore[no-any-return]
+
+
+def header(request: Request, name: bytes) -> str | None:
+    """One request header by its lower-case name."""
+    value = raw_headers(request.scope).get(name)
+    return None if value is None else value.decode("latin-1")
+
 
 def bearer_token(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if header is None:
+    value = header(request, b"authorization")
+    if value is None:
         return None
-    scheme, _, token = header.partition(" ")
+    scheme, _, token = value.partition(" ")
     return token.strip() if scheme.lower() == "bearer" else None
 
 
 def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+    client = request.scope.get("client")
+    return client[0] if client else None
 
 
 MAX_JSON_DEPTH = 64
@@ -84,7 +105,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def read_json_body(request: Request, limit: int) -> tuple[bytes, dict[str, Any]]:
-    declared = request.headers.get("content-length")
+    declared = header(request, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise GatewayError(ErrorCode.request_too_large, f"Request body is larger than {limit} bytes.")
     raw = await read_body(request, limit)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from starlette.requests import Request
@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from omnirelay.api import request_id as request_ids
+from omnirelay.api.common import raw_headers
 from omnirelay.api.errors import error_response
 from omnirelay.errors import ErrorCode, GatewayError
 
@@ -71,7 +72,7 @@ class RelayFront:
             return
         task = asyncio.current_task()
         assert task is not None
-        request_id = request_ids.client_request_id(scope["headers"])
+        request_id = request_ids.client_request_id(raw_headers(scope).get(request_ids.HEADER))
         if request_id is None:
             request_id = request_ids.new_request_id()
             request_ids.bind(request_id, from_client=False)
@@ -194,6 +195,39 @@ class BodyDeadlines:
 _REQUEST_ID = b"x-request-id"
 
 
+class RelayResponse(Response):
+    """A whole answer whose header lines the relay encoded itself. Starlette's ``Response.__init__`` looks
+    through the headers for a content type and length, and encodes them, on every call."""
+
+    def __init__(self, body: bytes, headers: list[tuple[bytes, bytes]], media_type: bytes = b"application/json"):
+        self.body = body
+        self.status_code = 200
+        self.background = None
+        headers.append((b"content-length", b"%d" % len(body)))
+        headers.append((b"content-type", media_type))
+        self.raw_headers = headers
+
+
+class RelayStream(StreamingResponse):
+    """A stream whose header lines the relay encoded itself (as ``RelayResponse``)."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], headers: list[tuple[bytes, bytes]], media_type: bytes) -> None:
+        self.body_iterator = chunks
+        self.status_code = 200
+        self.background = None
+        headers.append((b"content-type", media_type))
+        self.raw_headers = headers
+
+
+def content_type(value: str | None, default: bytes = b"application/json") -> bytes:
+    """An upstream's content type as Starlette would send it: a text type without a charset gets utf-8."""
+    if value is None:
+        return default
+    if value.startswith("text/") and "charset=" not in value.lower():
+        value += "; charset=utf-8"
+    return value.encode("latin-1")
+
+
 async def send_whole(response: Response, request_id: str, scope: Scope, receive: Receive, send: Send) -> bool:
     """A whole answer: the two messages Starlette's ``Response.__call__`` sends, without building its header
     view twice per call. An answer without a request id (a refusal made before a call existed) gets it here;
@@ -202,7 +236,7 @@ async def send_whole(response: Response, request_id: str, scope: Scope, receive:
     anonymous = not any(name == _REQUEST_ID for name, _ in headers)
     if anonymous:
         headers.append((_REQUEST_ID, request_id.encode("latin-1")))
-    if response.background is not None or type(response) not in (Response, JSONResponse):
+    if response.background is not None or type(response) not in (RelayResponse, Response, JSONResponse):
         await response(scope, receive, send)  # a response with its own sending (files) or a task after it
         return anonymous
     await send({"type": "http.response.start", "status": response.status_code, "headers": headers})

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from omnirelay.api.common import bearer_token, client_ip, read_json_body
+from omnirelay.api.common import bearer_token, client_ip, header, read_json_body
 from omnirelay.api.errors import error_response
 from omnirelay.api.relay import Call, Relay
 from omnirelay.billing import tokens
@@ -38,7 +38,7 @@ GENERATION_METHODS = ["generateContent", "streamGenerateContent", "countTokens"]
 
 
 def gemini_key(request: Request) -> str | None:
-    return request.headers.get("x-goog-api-key") or request.query_params.get("key") or bearer_token(request)
+    return header(request, b"x-goog-api-key") or request.query_params.get("key") or bearer_token(request)
 
 
 def is_gemini_request(request: Request) -> bool:

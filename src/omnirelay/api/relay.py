@@ -19,10 +19,11 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 import structlog
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from omnirelay.api import request_id as request_ids
 from omnirelay.api.admission import Admission, Ticket
+from omnirelay.api.front import RelayResponse, RelayStream, content_type
 from omnirelay.api.request_id import new_request_id
 from omnirelay.billing import tokens
 from omnirelay.billing.meters import Meter
@@ -65,6 +66,9 @@ from omnirelay.tracing import CallTrace, create_tracer
 
 log = structlog.get_logger(__name__)
 
+
+STREAM_HEADERS = ((b"cache-control", b"no-cache"), (b"x-accel-buffering", b"no"))
+"""A stream's answer: not to be cached or held back by a proxy (nginx buffers unless told)."""
 
 # Where each format keeps usage in a whole (non-stream) response body.
 USAGE_FIELDS: dict[WireFormat, tuple[str, Any]] = {
@@ -439,10 +443,9 @@ class Relay:
         self.gateway.router.succeeded(candidate)
         headers = self._headers(call)
         self._finish(call, usage, 200, None)
-        media_type = "application/json"
         if call.meter is not None:  # transcripts may be text, srt or vtt
-            media_type = response.headers.get("content-type", media_type)
-        return Response(payload, status_code=200, headers=headers, media_type=media_type)
+            return RelayResponse(payload, headers, content_type(response.headers.get("content-type")))
+        return RelayResponse(payload, headers)
 
     def _usage_of_body(self, call: Call, fmt: WireFormat, payload: bytes) -> Usage:
         try:
@@ -493,16 +496,17 @@ class Relay:
         watchdog: StreamWatchdog,
         first: bytes,
     ) -> Response:
-        headers = self._headers(call, **{"cache-control": "no-cache", "x-accel-buffering": "no"})
-        media_type = "text/event-stream; charset=utf-8"
+        headers = self._headers(call)
+        headers += STREAM_HEADERS
+        media_type = b"text/event-stream; charset=utf-8"
         if call.surface == "gemini" and not call.gemini_sse:
-            media_type = "application/json; charset=utf-8"
+            media_type = b"application/json; charset=utf-8"
         if call.raw_stream:
-            media_type = response.headers.get("content-type", "application/octet-stream")
+            media_type = content_type(response.headers.get("content-type"), b"application/octet-stream")
         stream = self._relay_stream(call, candidate, response, tap, watchdog, first)
         call.streaming = True
         self.stats.streams += 1
-        return StreamingResponse(stream, headers=headers, media_type=media_type)
+        return RelayStream(stream, headers, media_type)
 
     async def _relay_stream(
         self,
@@ -594,10 +598,15 @@ class Relay:
             upstream_status=response.status,
         )
 
-    def _headers(self, call: Call, **extra: str) -> dict[str, str]:
-        headers = {"x-request-id": call.request_id, "x-omnirelay-overhead-ms": f"{call.overhead_ms():.2f}", **extra}
-        if call.ticket is not None:
-            headers.update(call.ticket.headers)
+    def _headers(self, call: Call) -> list[tuple[bytes, bytes]]:
+        """The answer's own header lines, encoded once here (the front sends them as they are)."""
+        headers = [
+            (b"x-request-id", call.request_id.encode("latin-1")),
+            (b"x-omnirelay-overhead-ms", b"%.2f" % call.overhead_ms()),
+        ]
+        ticket = call.ticket
+        if ticket is not None and ticket.decision is not None:
+            headers += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in ticket.headers.items()]
         return headers
 
     def _finish(self, call: Call, usage: Usage, status: int, error_code: str | None) -> None:

@@ -22,12 +22,11 @@ supplied: ContextVar[bool] = ContextVar("omnirelay_request_id_supplied", default
 holds take a fresh id then)."""
 
 
-def client_request_id(headers: list[tuple[bytes, bytes]]) -> str | None:
-    """The client's id from raw ASGI headers, if it is at most 128 characters of ``[A-Za-z0-9._:-]``."""
-    for name, value in headers:
-        if name == HEADER:
-            return value.decode("ascii") if _SANE.fullmatch(value) else None
-    return None
+def client_request_id(value: bytes | None) -> str | None:
+    """The client's id (its ``x-request-id`` header), if it is at most 128 characters of ``[A-Za-z0-9._:-]``."""
+    if value is None or _SANE.fullmatch(value) is None:
+        return None
+    return value.decode("ascii")
 
 
 def bind(request_id: str, *, from_client: bool) -> None:

@@ -49,6 +49,12 @@ def ensure_stream_usage(raw: bytes, body: dict[str, Any]) -> tuple[bytes, bool]:
     return orjson.dumps({**body, "stream_options": merged}), True
 
 
+def _plain_event(events: bytes) -> bool:
+    """SSE events that can go on as they are: JSON data with no usage, error or end in them. (A quote inside a JSON
+    string is escaped, so ``"usage":{`` can only be a key.)"""
+    return not (b"[DONE]" in events or b'"usage":{' in events or b'"error"' in events or b"data: {" not in events)
+
+
 class OpenAIPassthroughStream:
     """Relays an OpenAI SSE stream as it came, reading usage from it with byte searches.
 
@@ -89,7 +95,7 @@ class OpenAIPassthroughStream:
             return b""
         complete, self._pending = data[: end + 2], data[end + 2 :]
         self._seen.append(complete)
-        if b"[DONE]" in complete or b'"usage":{' in complete or b'"error"' in complete or b"data: {" not in complete:
+        if not _plain_event(complete):
             return self._inspect(complete)
         if self._hide_usage:
             return complete.replace(b',"usage":null', b"")
@@ -105,11 +111,18 @@ class OpenAIPassthroughStream:
         return b""
 
     def _inspect(self, complete: bytes) -> bytes:
+        """Events of which at least one needs a look: only those are parsed (an upstream that is not pacing its
+        stream sends all of it in one read, the usage and ``[DONE]`` with the content)."""
         out = bytearray()
         for event in complete.split(b"\n\n"):
-            if event:
-                data = event[6:] if event.startswith(b"data: ") else event.partition(b":")[2].lstrip()
-                out += self._relay(data.decode("utf-8", errors="replace"))
+            if not event:
+                continue
+            if _plain_event(event):
+                out += event.replace(b',"usage":null', b"") if self._hide_usage else event
+                out += b"\n\n"
+                continue
+            data = event[6:] if event.startswith(b"data: ") else event.partition(b":")[2].lstrip()
+            out += self._relay(data.decode("utf-8", errors="replace"))
         return bytes(out)
 
     def _feed_parsed(self, chunk: bytes) -> bytes:

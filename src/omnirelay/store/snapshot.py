@@ -47,16 +47,17 @@ class KeyRecord:
     account_month_key: str | None = None
     account_month_debits_micros: int = 0
     spent_micros: int = 0
+    budgeted: bool = field(init=False)
+    """Does any budget apply to this key's calls (prepaid balance, key cap, monthly budget)? When none does, calls
+    are metered but reserve nothing, which saves the limiter round trips. Set once: a call asks several times."""
 
-    @property
-    def budgeted(self) -> bool:
-        """Does any budget apply to this key's calls (prepaid balance, key cap, monthly budget)? When none does,
-        calls are metered but reserve nothing, which saves the limiter round trips."""
-        return (
+    def __post_init__(self) -> None:
+        budgeted = (
             not self.account_unlimited
             or self.spend_cap_micros is not None
             or self.account_monthly_budget_micros is not None
         )
+        object.__setattr__(self, "budgeted", budgeted)  # frozen
 
     def allows_model(self, model: str) -> bool:
         return self.models is None or model in self.models
