@@ -49,10 +49,8 @@ def ensure_stream_usage(raw: bytes, body: dict[str, Any]) -> tuple[bytes, bool]:
     return orjson.dumps({**body, "stream_options": merged}), True
 
 
-def _plain_event(events: bytes) -> bool:
-    """SSE events that can go on as they are: JSON data with no usage, error or end in them. (A quote inside a JSON
-    string is escaped, so ``"usage":{`` can only be a key.)"""
-    return not (b"[DONE]" in events or b'"usage":{' in events or b'"error"' in events or b"data: {" not in events)
+_MARKERS = (b"[DONE]", b'"usage":{', b'"error"')
+"""What makes an event worth parsing. (A quote inside a JSON string is escaped, so ``"usage":{`` is a key.)"""
 
 
 class OpenAIPassthroughStream:
@@ -95,11 +93,9 @@ class OpenAIPassthroughStream:
             return b""
         complete, self._pending = data[: end + 2], data[end + 2 :]
         self._seen.append(complete)
-        if not _plain_event(complete):
+        if b"[DONE]" in complete or b'"usage":{' in complete or b'"error"' in complete or b"data: {" not in complete:
             return self._inspect(complete)
-        if self._hide_usage:
-            return complete.replace(b',"usage":null', b"")
-        return complete
+        return self._plain(complete)
 
     def finish(self) -> bytes:
         rest, self._pending = self._pending, b""
@@ -111,19 +107,37 @@ class OpenAIPassthroughStream:
         return b""
 
     def _inspect(self, complete: bytes) -> bytes:
-        """Events of which at least one needs a look: only those are parsed (an upstream that is not pacing its
-        stream sends all of it in one read, the usage and ``[DONE]`` with the content)."""
+        """Whole events of which some need a look. Only those (usage, an error, the end) are parsed; the events
+        before each go on as they are. An upstream that is not pacing its stream sends all of it in one read, the
+        usage and ``[DONE]`` with the content, so this is a search per event that matters, not a parse per event."""
         out = bytearray()
-        for event in complete.split(b"\n\n"):
-            if not event:
-                continue
-            if _plain_event(event):
-                out += event.replace(b',"usage":null', b"") if self._hide_usage else event
-                out += b"\n\n"
-                continue
-            data = event[6:] if event.startswith(b"data: ") else event.partition(b":")[2].lstrip()
-            out += self._relay(data.decode("utf-8", errors="replace"))
+        while complete:
+            found = [at for marker in _MARKERS if (at := complete.find(marker)) >= 0]
+            if not found:
+                if b"data: {" in complete:
+                    out += self._plain(complete)
+                else:  # comments or bare events: what a client could use is re-rendered, the rest dropped
+                    out += self._relay_events(complete)
+                break
+            at = min(found)
+            before = complete.rfind(b"\n\n", 0, at)
+            begin = before + 2 if before >= 0 else 0
+            end = complete.find(b"\n\n", at) + 2
+            out += self._plain(complete[:begin])
+            out += self._relay_events(complete[begin:end])
+            complete = complete[end:]
         return bytes(out)
+
+    def _plain(self, events: bytes) -> bytes:
+        return events.replace(b',"usage":null', b"") if self._hide_usage else events
+
+    def _relay_events(self, events: bytes) -> bytes:
+        out = b""
+        for event in events.split(b"\n\n"):
+            if event:
+                data = event[6:] if event.startswith(b"data: ") else event.partition(b":")[2].lstrip()
+                out += self._relay(data.decode("utf-8", errors="replace"))
+        return out
 
     def _feed_parsed(self, chunk: bytes) -> bytes:
         if self._parser is None:
