@@ -13,6 +13,7 @@ import openai
 import pytest
 from sqlalchemy import func, select
 
+from omnirelay.api.front import WATCH_AFTER_S
 from omnirelay.config import BreakerConfig, ChannelConfig, Settings
 from omnirelay.crypto import upstream_key_id
 from omnirelay.routing.breaker import Change
@@ -336,6 +337,22 @@ def test_client_disconnect_before_a_whole_answer_cancels_the_upstream_call(gw: G
     wait_for(lambda: upstream.disconnected_at is not None, timeout=2.0)
     assert upstream.disconnected_at is not None
     assert upstream.disconnected_at - gave_up_at < 0.1
+    row = rows_of(gw, UsageLog, UsageLog.model == "paced-model")[-1]
+    assert (row.status_code, row.error_code, row.cost_micros) == (499, "client_disconnected", 0)
+
+
+def test_client_that_leaves_before_the_watch_starts_is_noticed_when_it_starts(gw: GatewayHarness, sims: Sims) -> None:
+    """The disconnect watch begins ``WATCH_AFTER_S`` after the body arrived; an earlier leaver is seen then."""
+    marker = "disconnect-early-91b0"
+    body = {"model": "paced-model", "messages": [{"role": "user", "content": f"{marker} [sim fault=hang]"}]}
+    headers = {"Authorization": f"Bearer {gw.keys['all']}"}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gw.base_url + "/chat/completions", json=body, headers=headers, timeout=0.01)
+    gave_up_at = time.monotonic()
+    upstream = recorded(sims.healthy, marker)
+    wait_for(lambda: upstream.disconnected_at is not None, timeout=2.0)
+    assert upstream.disconnected_at is not None
+    assert upstream.disconnected_at - gave_up_at < WATCH_AFTER_S + 0.1
     row = rows_of(gw, UsageLog, UsageLog.model == "paced-model")[-1]
     assert (row.status_code, row.error_code, row.cost_micros) == (499, "client_disconnected", 0)
 
