@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,11 +22,6 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def create_engine(database_url: str) -> AsyncEngine:
     url = async_database_url(database_url)
     if url.startswith("sqlite"):
-        # sqlite3 binds only int, float, str and bytearray without asking its adapter registry; a None (a usage
-        # row has a few) was looked up there and then tried for ``__adapt__`` and ``__conform__``: two failed
-        # attribute lookups, raised and caught, per value. Registered, None is one dict hit and a C call that
-        # returns None (``{}.get(None)``): the same NULL. Process-wide, like every sqlite3 adapter.
-        sqlite3.register_adapter(type(None), {}.get)
         engine = create_async_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine.sync_engine, "connect")
