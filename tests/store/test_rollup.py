@@ -27,6 +27,7 @@ from omnirelay.store.db import create_engine, migrate, sessionmaker
 from omnirelay.store.models import Account, Task, UsageLog
 from omnirelay.store.rollup import (
     DAY_S,
+    HOUR_S,
     LATENCY_EDGES,
     RECENT_DAYS,
     SETTLE_S,
@@ -38,9 +39,9 @@ from omnirelay.store.rollup import (
     backfill,
     compact,
     compact_days,
-    hour_of,
     latency_bucket,
 )
+from omnirelay.store.usage_row import usage_row
 from omnirelay.store.usage_stats import histogram_percentile
 from omnirelay.store.writer import BatchWriter
 from omnirelay.tasks.store import insert_charged
@@ -82,8 +83,14 @@ async def write_through_writer(engine: AsyncEngine, rows: list[dict[str, Any]], 
     rng = random.Random(seed)
     writer = BatchWriter(engine, batch_size=500)
     for row in rows:
-        writer.record(dict(row), rng.choice([0, rng.randint(1, 90_000)]) if row["account_id"] else 0)
+        cost = rng.choice([0, rng.randint(1, 90_000)]) if row["account_id"] else 0
+        writer.record(usage_row(**row, cost_micros=cost))
     await writer.flush()
+
+
+def hour_of(when: datetime) -> int:
+    """The rollup hour of a time as the ORM reads it back (naive on SQLite, meaning UTC)."""
+    return int((when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()) // HOUR_S
 
 
 @dataclass

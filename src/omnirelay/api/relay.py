@@ -13,7 +13,6 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aiohttp
@@ -638,29 +637,29 @@ class Relay:
         if call.trace is not None:
             call.trace.end(status, error_code, usage)
         self.gateway.writer.record(
-            {
-                "request_id": call.request_id,
-                "created_at": datetime.now(UTC),
-                "key_id": call.key.id,
-                "account_id": call.key.account_id,
-                "endpoint": f"{call.surface}.{call.endpoint}",
-                "model": call.model,
-                "upstream_model": candidate.upstream_model if candidate else None,
-                "channel_id": candidate.channel.id if candidate else None,
-                "stream": call.stream,
-                "status_code": status,
-                "error_code": error_code,
-                "prompt_tokens": usage.input_tokens,
-                "completion_tokens": usage.output_tokens,
-                "cached_tokens": usage.cached_input_tokens,
-                "reasoning_tokens": usage.reasoning_tokens,
-                "usage_estimated": usage.estimated,
-                "latency_ms": round((now - call.started) * 1000),
-                "ttft_ms": round((call.first_token_at - call.started) * 1000) if call.first_token_at else None,
-                "overhead_ms": round(call.overhead_ms(now)),
-                "client_ip": call.client_ip,
-            },
-            cost,
+            (  # a UsageRow: the columns in store/usage_row.py's USAGE_COLUMNS order
+                time.time_ns() // 1000,  # created_at, microseconds since the epoch
+                call.stream,
+                usage.estimated,
+                call.request_id,
+                call.key.id,
+                call.key.account_id,
+                f"{call.surface}.{call.endpoint}",
+                call.model,
+                candidate.upstream_model if candidate else None,
+                candidate.channel.id if candidate else None,
+                status,
+                error_code,
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cached_input_tokens,
+                usage.reasoning_tokens,
+                cost,
+                round((now - call.started) * 1000),  # latency_ms
+                round((call.first_token_at - call.started) * 1000) if call.first_token_at else None,  # ttft_ms
+                round(call.overhead_ms(now)),
+                call.client_ip,
+            )
         )
 
 

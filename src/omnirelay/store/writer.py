@@ -1,122 +1,105 @@
 """Usage rows and the ledger entries they carry leave the hot path through a queue and reach the database in
 batches, one transaction per batch.
 
-``record`` is a non-blocking append. A background task flushes every ``interval`` seconds or as soon as
-``batch_size`` records wait. Each batch inserts its usage rows and settlement entries and adds their sums to the
-cached totals (``accounts.debits_micros``, the month's debits, ``api_keys.spent_micros``) and the hourly
-rollups (``store/rollup.py``) in the same transaction, so ledger, balances, usage rows and rollups always agree.
-If the database is unreachable the records stay queued (bounded) and are retried, so a brief outage loses
-nothing; ``close`` drains what is left.
+``record`` is a non-blocking append of a :data:`~omnirelay.store.usage_row.UsageRow` (a tuple; its cost is one
+of its columns). A background task flushes every ``interval`` seconds or as soon as ``batch_size`` records wait.
+Each batch inserts its usage rows and a settlement entry per costed row and adds their sums to the cached totals
+(``accounts.debits_micros``, the month's debits, ``api_keys.spent_micros``) and the hourly rollups
+(``store/rollup.py``) in the same transaction, so ledger, balances, usage rows and rollups always agree. If the
+database is unreachable the records stay queued (bounded) and are retried, so a brief outage loses nothing;
+``close`` drains what is left.
 
-The two inserts bypass SQLAlchemy's statement compilation and per-value type processing: at a few thousand rows
-a second those cost more CPU than the database's own work (measured: ~50 µs against ~17 µs per usage row on
-SQLite). Rows become tuples in the driver's own parameter style (``?`` for sqlite3, ``$n`` for asyncpg), with
-datetimes in the form SQLAlchemy itself stores on SQLite, so reads through the ORM see the same values.
+Every statement is a driver-level executemany of tuples, bypassing SQLAlchemy's statement compilation and
+per-value type processing: at a few thousand rows a second those cost more CPU than the database's own work
+(measured: ~50 µs against ~17 µs per usage row on SQLite). Rows are converted to the driver's form once per batch
+(:class:`UsageInsert`): times as SQLAlchemy itself stores them on SQLite (text) or aware datetimes for asyncpg,
+booleans as the exact ints sqlite3 binds directly, so reads through the ORM see the same values.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import operator
-from collections import defaultdict, deque
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import Boolean, DateTime, Table, case, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from omnirelay.store.models import Account, ApiKey, LedgerEntry, UsageLog
 from omnirelay.store.rollup import RollupBatch, RollupWriter
+from omnirelay.store.usage_row import (
+    ACCOUNT_ID,
+    COST_MICROS,
+    CREATED_AT,
+    ENDPOINT,
+    EPOCH,
+    KEY_ID,
+    MODEL,
+    REQUEST_ID,
+    USAGE_COLUMNS,
+    UsageRow,
+)
 
 log = structlog.get_logger(__name__)
 
-UsageRow = dict[str, Any]
+DriverRow = tuple[Any, ...]
+
+SETTLEMENT_COLUMNS = ("account_id", "kind", "amount_micros", "reason", "ref", "key_id", "created_at")
 
 
 def month_key(when: datetime) -> str:
     return when.strftime("%Y-%m")
 
 
-USAGE_COLUMNS = tuple(column.name for column in UsageLog.__table__.columns if column.name != "id")
-LEDGER_COLUMNS = ("account_id", "kind", "amount_micros", "reason", "ref", "key_id", "created_at")
+def _marks(dialect: str, count: int) -> list[str]:
+    """The driver's numbered placeholders, ``?1`` (sqlite3) or ``$1`` (asyncpg): a statement can use a value
+    twice."""
+    prefix = "?" if dialect == "sqlite" else "$"
+    return [f"{prefix}{n}" for n in range(1, count + 1)]
 
 
-class SqliteTime:
-    """A datetime as SQLAlchemy's SQLite ``DateTime`` stores it (``2026-11-29 21:00:00.123456``; the zone is
-    dropped, every stored time is UTC). ``isoformat`` costs ~7k instructions a row; the rows of a batch share
-    their second, so the second's text is kept and only the microseconds are formatted."""
-
-    __slots__ = ("_prefix", "_second")
-
-    def __init__(self) -> None:
-        self._second: tuple[int, ...] = ()
-        self._prefix = ""
-
-    def __call__(self, value: datetime) -> str:
-        second = (value.second, value.minute, value.hour, value.day, value.month, value.year)
-        if second != self._second:
-            self._second = second
-            self._prefix = value.replace(microsecond=0, tzinfo=None).isoformat(" ")
-        return f"{self._prefix}.{value.microsecond:06d}"
+def _insert_sql(table: str, columns: Sequence[str], dialect: str) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(_marks(dialect, len(columns)))})"
 
 
-class RawInsert:
-    """``INSERT INTO table (columns) VALUES (...)`` as one driver-level executemany of plain tuples."""
-
-    def __init__(self, table: Table, columns: tuple[str, ...], dialect: str) -> None:
-        self.columns = columns
-        sqlite = dialect == "sqlite"
-        marks = ", ".join("?" if sqlite else f"${n}" for n in range(1, len(columns) + 1))
-        self.sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
-        # sqlite3 binds only exact int/float/str/bytes/None directly: anything else (a bool included) goes through
-        # its adapter lookup, two failed attribute lookups (raised and caught exceptions) per value.
-        convert: dict[str, Callable[[Any], Any]] = {}
-        if sqlite:
-            for name in columns:
-                column_type = table.c[name].type
-                if isinstance(column_type, DateTime):
-                    convert[name] = SqliteTime()
-                elif isinstance(column_type, Boolean):
-                    convert[name] = int
-        # The columns' scalar Python-side defaults, which a driver-level insert would otherwise not apply.
-        self._defaults = {
-            name: table.c[name].default.arg  # type: ignore[union-attr]
-            for name in columns
-            if table.c[name].default is not None and table.c[name].default.is_scalar  # type: ignore[union-attr]
-        }
-        self._defaults.update({name: None for name in columns if name not in self._defaults})
-        self._pick = operator.itemgetter(*columns)
-        self._converted = [(columns.index(name), to_driver) for name, to_driver in convert.items()]
-
-    def row(self, values: dict[str, Any]) -> tuple[Any, ...]:
-        try:
-            picked = self._pick(values)
-        except KeyError:  # a producer that leaves columns to their defaults
-            picked = self._pick({**self._defaults, **values})
-        if not self._converted:
-            return picked  # type: ignore[no-any-return]
-        out = list(picked)
-        for index, convert in self._converted:
-            if out[index] is not None:
-                out[index] = convert(out[index])
-        return tuple(out)
-
-    def rows(self, dicts: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        return [self.row(values) for values in dicts]
-
-    async def execute(self, connection: AsyncConnection, dicts: list[dict[str, Any]]) -> None:
-        await connection.exec_driver_sql(self.sql, self.rows(dicts))  # type: ignore[arg-type]
+def _sqlite_rows(rows: Sequence[UsageRow]) -> list[DriverRow]:
+    """The rows as sqlite3 binds them without its adapter lookup: the time as the text SQLAlchemy's SQLite
+    ``DateTime`` stores (``2026-11-29 21:00:00.123456``, UTC, the zone dropped), the booleans as ints (unary plus
+    on a bool gives the exact int). A batch's rows mostly share their second: its text is formatted once."""
+    out: list[DriverRow] = []
+    append = out.append
+    last_second = -1
+    prefix = ""
+    for row in rows:
+        second, micro = divmod(row[0], 1_000_000)
+        if second != last_second:
+            last_second = second
+            prefix = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(second))
+        append((f"{prefix}.{micro:06d}", +row[1], +row[2], *row[3:]))
+    return out
 
 
-@dataclass(slots=True)
-class Record:
-    usage: UsageRow
-    cost_micros: int = 0
-    """Settled cost; a ledger entry of ``-cost`` is written when it is not zero."""
+def _postgres_rows(rows: Sequence[UsageRow]) -> list[DriverRow]:
+    """asyncpg takes the booleans as they are and the time as an aware datetime."""
+    return [(EPOCH + timedelta(microseconds=row[0]), *row[1:]) for row in rows]
+
+
+class UsageInsert:
+    """``INSERT INTO usage_logs`` of one dialect, and its conversion of rows to the driver's form (the same
+    positions, the time and booleans converted)."""
+
+    def __init__(self, dialect: str) -> None:
+        self.sql = _insert_sql(UsageLog.__tablename__, USAGE_COLUMNS, dialect)
+        self.driver_rows: Callable[[Sequence[UsageRow]], list[DriverRow]] = (
+            _sqlite_rows if dialect == "sqlite" else _postgres_rows
+        )
+
+    async def execute(self, connection: AsyncConnection, rows: Sequence[UsageRow]) -> None:
+        await connection.exec_driver_sql(self.sql, self.driver_rows(rows))  # type: ignore[arg-type]
 
 
 class BatchWriter:
@@ -126,14 +109,22 @@ class BatchWriter:
         self._engine = engine
         self._interval = interval
         self._batch_size = batch_size
-        self._pending: deque[Record] = deque(maxlen=max_pending)
+        self._pending: deque[UsageRow] = deque(maxlen=max_pending)
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flushed = 0
         self._flush_lock = asyncio.Lock()
         dialect = engine.dialect.name
-        self._insert_usage = RawInsert(UsageLog.__table__, USAGE_COLUMNS, dialect)  # type: ignore[arg-type]
-        self._insert_ledger = RawInsert(LedgerEntry.__table__, LEDGER_COLUMNS, dialect)  # type: ignore[arg-type]
+        self._insert_usage = UsageInsert(dialect)
+        self._insert_settlements = _insert_sql(LedgerEntry.__tablename__, SETTLEMENT_COLUMNS, dialect)
+        amount, month, account = _marks(dialect, 3)
+        self._debit_accounts = (
+            f"UPDATE {Account.__tablename__} SET debits_micros = debits_micros + {amount}, "
+            f"month_debits_micros = CASE WHEN month_key = {month} THEN month_debits_micros + {amount} "
+            f"ELSE {amount} END, month_key = {month} WHERE id = {account}"
+        )
+        amount, key = _marks(dialect, 2)
+        self._debit_keys = f"UPDATE {ApiKey.__tablename__} SET spent_micros = spent_micros + {amount} WHERE id = {key}"
         self._rollup = RollupWriter(dialect)
 
     @property
@@ -147,71 +138,61 @@ class BatchWriter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="batch-writer")
 
-    def record(self, usage: UsageRow, cost_micros: int = 0) -> None:
-        usage["cost_micros"] = cost_micros
-        self._pending.append(Record(usage, cost_micros))
-        if len(self._pending) >= self._batch_size:
+    def record(self, row: UsageRow) -> None:
+        pending = self._pending
+        pending.append(row)
+        if len(pending) >= self._batch_size:
             self._wakeup.set()
 
     async def flush(self) -> None:
         """Write everything queued so far; a flush already running is waited for, so on return all records
         queued before the call are in the database."""
         async with self._flush_lock:
-            while self._pending:
-                batch = [self._pending.popleft() for _ in range(min(self._batch_size, len(self._pending)))]
+            pending = self._pending
+            while pending:
+                if len(pending) <= self._batch_size:
+                    batch = list(pending)
+                    pending.clear()
+                else:
+                    batch = [pending.popleft() for _ in range(self._batch_size)]
                 try:
                     await self._write(batch)
                 except Exception:
-                    self._pending.extendleft(reversed(batch))
+                    pending.extendleft(reversed(batch))
                     raise
                 self._flushed += len(batch)
 
-    async def _write(self, batch: list[Record]) -> None:
-        ledger: list[dict[str, Any]] = []
-        by_account: dict[int, int] = defaultdict(int)
-        by_key: dict[int, int] = defaultdict(int)
-        for record in batch:
-            if not record.cost_micros:
-                continue
-            row = record.usage
-            ledger.append(
-                {
-                    "account_id": row["account_id"],
-                    "kind": "settlement",
-                    "amount_micros": -record.cost_micros,
-                    "reason": f"{row['endpoint']} {row['model']}",
-                    "ref": row["request_id"],
-                    "key_id": row["key_id"],
-                    "created_at": row["created_at"],
-                }
+    async def _write(self, batch: list[UsageRow]) -> None:
+        # Everything is computed before the transaction, which holds SQLite's write lock for SQL only.
+        rollup = RollupBatch(batch)
+        usage = self._insert_usage.driver_rows(batch)
+        # A settlement entry per costed row (SETTLEMENT_COLUMNS), from the rows in the driver's form: their time is
+        # converted already.
+        settlements = [
+            (
+                r[ACCOUNT_ID],
+                "settlement",
+                -r[COST_MICROS],
+                f"{r[ENDPOINT]} {r[MODEL]}",
+                r[REQUEST_ID],
+                r[KEY_ID],
+                r[CREATED_AT],
             )
-            by_account[row["account_id"]] += record.cost_micros
-            if row["key_id"] is not None:
-                by_key[row["key_id"]] += record.cost_micros
+            for r in usage
+            if r[COST_MICROS]
+        ]
         month = month_key(datetime.now(UTC))
-        usage = [record.usage for record in batch]
-        rollup = RollupBatch(usage)  # summed before the transaction, which holds the write lock for SQL only
+        accounts = [(amount, month, account) for account, amount in rollup.costs("account_id")]
+        keys = [(amount, key) for key, amount in rollup.costs("key_id")]
         async with self._engine.begin() as connection:
-            await self._insert_usage.execute(connection, usage)
+            await connection.exec_driver_sql(self._insert_usage.sql, usage)  # type: ignore[arg-type]
             await self._rollup.write(connection, rollup)
-            if ledger:
-                await self._insert_ledger.execute(connection, ledger)
-            for account_id, amount in by_account.items():
-                await connection.execute(
-                    update(Account)
-                    .where(Account.id == account_id)
-                    .values(
-                        debits_micros=Account.debits_micros + amount,
-                        month_debits_micros=case(
-                            (Account.month_key == month, Account.month_debits_micros + amount), else_=amount
-                        ),
-                        month_key=month,
-                    )
-                )
-            for key_id, amount in by_key.items():
-                await connection.execute(
-                    update(ApiKey).where(ApiKey.id == key_id).values(spent_micros=ApiKey.spent_micros + amount)
-                )
+            if settlements:
+                await connection.exec_driver_sql(self._insert_settlements, settlements)  # type: ignore[arg-type]
+            if accounts:
+                await connection.exec_driver_sql(self._debit_accounts, accounts)  # type: ignore[arg-type]
+            if keys:
+                await connection.exec_driver_sql(self._debit_keys, keys)  # type: ignore[arg-type]
 
     async def _run(self) -> None:
         backoff = self._interval

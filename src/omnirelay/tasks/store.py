@@ -22,9 +22,10 @@ from sqlalchemy import case, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from omnirelay.providers.task_vendors.base import ACTIVE_STATUSES, TaskResults, TaskUpdate, TaskView
-from omnirelay.store.models import Account, ApiKey, LedgerEntry, Task, UsageLog
+from omnirelay.store.models import Account, ApiKey, LedgerEntry, Task
 from omnirelay.store.rollup import RollupWriter
-from omnirelay.store.writer import month_key
+from omnirelay.store.usage_row import usage_row
+from omnirelay.store.writer import UsageInsert, month_key
 
 
 def view_of(row: Task) -> TaskView:
@@ -96,23 +97,23 @@ async def insert_charged(session: AsyncSession, row: Task, *, endpoint: str, cli
         reason=f"task {row.vendor} {row.action} {row.model}",
         month=month_key(now),
     )
-    usage = {
-        "request_id": row.public_id,
-        "created_at": now,
-        "key_id": row.key_id,
-        "account_id": row.account_id,
-        "endpoint": endpoint[:64],
-        "model": row.model,
-        "upstream_model": row.upstream_model,
-        "channel_id": row.channel_id,
-        "stream": False,
-        "status_code": 200,
-        "cost_micros": row.cost_micros,
-        "client_ip": client_ip,
-    }
-    await session.execute(insert(UsageLog).values(**usage))
-    connection = await session.connection()  # the hourly rollups take the row in the same transaction
-    await RollupWriter(connection.dialect.name).add(connection, [usage])
+    usage = usage_row(
+        request_id=row.public_id,
+        created_at=now,
+        key_id=row.key_id,
+        account_id=row.account_id,
+        endpoint=endpoint[:64],
+        model=row.model,
+        upstream_model=row.upstream_model,
+        channel_id=row.channel_id,
+        status_code=200,
+        cost_micros=row.cost_micros,
+        client_ip=client_ip,
+    )
+    connection = await session.connection()  # the row and its hourly rollups in the same transaction
+    dialect = connection.dialect.name
+    await UsageInsert(dialect).execute(connection, [usage])
+    await RollupWriter(dialect).add(connection, [usage])
 
 
 async def get_by_public_id(session: AsyncSession, public_id: str) -> Task | None:
