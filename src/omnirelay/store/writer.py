@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -45,6 +46,12 @@ from omnirelay.store.usage_row import (
 )
 
 log = structlog.get_logger(__name__)
+
+# sqlite3 binds an exact int, float, str or bytearray directly; anything else, None included, goes through its
+# adapter lookup, whose fallback (the protocol's ``__adapt__``) raises and clears an AttributeError: ~3.3k
+# instructions per NULL. A registered adapter is found first (~1.2k); ``{}.get`` is a C callable that returns None
+# for None, which is then bound as NULL, as before. (Process-wide: the same value for every other caller.)
+sqlite3.register_adapter(type(None), {}.get)
 
 DriverRow = tuple[Any, ...]
 
