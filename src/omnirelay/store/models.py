@@ -205,7 +205,6 @@ class UsageLog(Base):
         Index("ix_usage_account_created", "account_id", "created_at"),
         Index("ix_usage_model_created", "model", "created_at"),
         Index("ix_usage_channel_created", "channel_id", "created_at"),
-        Index("ix_usage_request", "request_id"),
     )
 
 
