@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 
 import structlog
@@ -162,11 +163,8 @@ class BatchWriter:
         async with self._flush_lock:
             pending = self._pending
             while pending:
-                if len(pending) <= self._batch_size:
-                    batch = list(pending)
-                    pending.clear()
-                else:
-                    batch = [pending.popleft() for _ in range(self._batch_size)]
+                # popleft called by C (iter with a sentinel no row equals), not by a Python loop per row
+                batch = list(islice(iter(pending.popleft, None), min(len(pending), self._batch_size)))
                 try:
                     await self._write(batch)
                 except Exception:
