@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
+from fractions import Fraction
 from typing import Final
 
-from omnirelay.billing.money import Micros, RatioLike, as_ratio, ceil_div, micros_to_usd_str
-from omnirelay.billing.prices import LongContext, Price
+from omnirelay.billing.money import Micros, RatioLike, as_ratio, micros_to_usd_str
+from omnirelay.billing.prices import TOKENS_PER_MTOK, Price, TokenRates
 from omnirelay.formats.usage import Usage
 
-TOKENS_PER_MTOK: Final = 1_000_000
 DEFAULT_MAX_OUTPUT_TOKENS: Final = 8192
 """Output reserved when neither the client nor the price table knows a limit (and no context window is known)."""
 
@@ -28,11 +28,11 @@ class PriceUnavailable(LookupError):
     """The model has a price, but not by the unit asked for (images of a chat model, seconds of a text model)."""
 
 
-def _token_rates(price: Price, prompt_tokens: int) -> Price | LongContext:
+def _token_rates(price: Price, prompt_tokens: int) -> TokenRates:
     long = price.long_context
     if long is not None and prompt_tokens > long.threshold:
-        return long
-    return price
+        return price.long_rates  # type: ignore[return-value]  # set whenever long_context is
+    return price.token_rates
 
 
 def cost_of_tokens(price: Price, usage: Usage, multiplier: RatioLike = 1) -> Micros:
@@ -44,9 +44,40 @@ def cost_of_tokens(price: Price, usage: Usage, multiplier: RatioLike = 1) -> Mic
     input and output, see :data:`MODAL_PARTS`) cost the price's own rates for them when it has them. A usage
     without a single token costs zero, flat fee included: no tokens means the upstream produced nothing (an error
     or an abort before work), and that is never billed. Negative counts from a confused adapter count as zero.
+
+    The common call (no negative count, no audio or image part at a rate of its own) is one expression over the
+    price's precomputed :class:`~omnirelay.billing.prices.TokenRates`; the rest takes :func:`_cost_of_any_tokens`,
+    which gives the same result for the common call too (a property test holds them equal).
     """
     if price.free:
         return 0
+    inp = usage.input_tokens
+    out = usage.output_tokens
+    cached = usage.cached_input_tokens
+    write = usage.cache_write_tokens
+    if not (inp or out or cached or write):
+        return 0
+    rates = price.token_rates if price.long_rates is None else _token_rates(price, max(inp, cached + write))
+    uncached = inp - cached - write
+    # A negative count, more cached than input, or an audio or image part at a rate of its own: the general path.
+    # (Of ints, a | b is negative exactly when one of them is: one test for four, cheaper than min().)
+    if (uncached | out | cached | write) < 0 or (
+        rates.modal_apart
+        and (usage.audio_input_tokens > 0 or usage.image_input_tokens > 0 or usage.audio_output_tokens > 0)
+    ):
+        return _cost_of_any_tokens(price, usage, multiplier)
+    scaled = (
+        uncached * rates.input_per_mtok
+        + cached * rates.cached_input_per_mtok
+        + write * rates.cache_write_per_mtok
+        + out * rates.output_per_mtok
+        + rates.flat
+    )
+    return _scaled(scaled, 1, TOKENS_PER_MTOK, multiplier)
+
+
+def _cost_of_any_tokens(price: Price, usage: Usage, multiplier: RatioLike) -> Micros:
+    """:func:`cost_of_tokens` of any usage of a price that is not free: counts clamped, audio and image parts."""
     inp = usage.input_tokens if usage.input_tokens > 0 else 0
     out = usage.output_tokens if usage.output_tokens > 0 else 0
     cached = usage.cached_input_tokens if usage.cached_input_tokens > 0 else 0
@@ -63,11 +94,10 @@ def cost_of_tokens(price: Price, usage: Usage, multiplier: RatioLike = 1) -> Mic
         + cached * rates.cached_input_per_mtok
         + write * rates.cache_write_per_mtok
         + (out - sum(count for count, _, side in parts if side == "output")) * rates.output_per_mtok
-        + sum(count * _modal_rate(price, rates, field, side) for count, field, side in parts)
-        + price.per_request * TOKENS_PER_MTOK
+        + sum(count * getattr(rates, field) for count, field, _ in parts)
+        + rates.flat
     )
-    num, den = as_ratio(multiplier)
-    return ceil_div(scaled * num, TOKENS_PER_MTOK * den)
+    return _scaled(scaled, 1, TOKENS_PER_MTOK, multiplier)
 
 
 MODAL_PARTS: tuple[tuple[str, str, str, str], ...] = (
@@ -76,14 +106,7 @@ MODAL_PARTS: tuple[tuple[str, str, str, str], ...] = (
     ("audio_output_tokens", "audio_output_per_mtok", "output", "audio out"),
 )
 """Parts of the input or output a model may price apart: (``Usage`` field, ``Price`` field, side, label). A price
-without that rate bills the part at its side's rate."""
-
-
-def _modal_rate(price: Price, rates: Price | LongContext, field: str, side: str) -> int:
-    rate: int | None = getattr(price, field)
-    if rate is not None:
-        return rate
-    return rates.input_per_mtok if side == "input" else rates.output_per_mtok
+without that rate bills the part at its side's rate (resolved in :class:`~omnirelay.billing.prices.TokenRates`)."""
 
 
 def _modal_parts(usage: Usage, uncached_input: int, output: int) -> list[tuple[int, str, str]]:
@@ -126,25 +149,21 @@ def worst_case_cost(
         return 0
     prompt = prompt_tokens if prompt_tokens > 0 else 0
     out = worst_case_output_tokens(price, prompt, max_output_tokens)
-    rates = _token_rates(price, prompt)
-    input_rate = max(
-        rates.input_per_mtok,
-        rates.cached_input_per_mtok,
-        rates.cache_write_per_mtok,
-        *(_modal_rate(price, rates, field, side) for _, field, side, _ in MODAL_PARTS if side == "input"),
-    )
-    output_rate = max(
-        rates.output_per_mtok,
-        *(_modal_rate(price, rates, field, side) for _, field, side, _ in MODAL_PARTS if side == "output"),
-    )
-    scaled = prompt * input_rate + out * output_rate + price.per_request * TOKENS_PER_MTOK
-    num, den = as_ratio(multiplier)
-    return ceil_div(scaled * num, TOKENS_PER_MTOK * den)
+    rates = price.token_rates if price.long_rates is None else _token_rates(price, prompt)
+    scaled = prompt * rates.dearest_input + out * rates.dearest_output + rates.flat
+    return _scaled(scaled, 1, TOKENS_PER_MTOK, multiplier)
 
 
 def _scaled(amount: Micros, quantity_num: int, quantity_den: int, multiplier: RatioLike) -> Micros:
-    num, den = as_ratio(multiplier)
-    return ceil_div(amount * quantity_num * num, quantity_den * den)
+    """``amount x quantity_num / quantity_den x multiplier``, rounded up once (``money.ceil_div`` inlined: every
+    denominator here is positive)."""
+    if type(multiplier) is Fraction:  # how keys carry their group's multiplier: skip as_ratio's dispatch
+        num, den = multiplier.as_integer_ratio()
+        if num < 0:
+            raise ValueError(f"multiplier must not be negative: {multiplier}")
+    else:
+        num, den = as_ratio(multiplier)
+    return -(-(amount * quantity_num * num) // (quantity_den * den))
 
 
 def _count(value: int, what: str) -> int:
@@ -238,14 +257,14 @@ def describe_token_cost(price: Price, usage: Usage, multiplier: RatioLike = 1) -
         (cached, "cached", rates.cached_input_per_mtok),
         (write, "cache-write", rates.cache_write_per_mtok),
         (out - special["output"], "out", rates.output_per_mtok),
-        *((count, labels[field], _modal_rate(price, rates, field, side)) for count, field, side in parts),
+        *((count, labels[field], getattr(rates, field)) for count, field, _ in parts),
     ):
         if count:
             terms.append(f"{count} {label} x ${micros_to_usd_str(rate, trim=True)}/M")
     if terms and price.per_request:
         terms.append(f"${micros_to_usd_str(price.per_request, trim=True)}/call")
     formula = " + ".join(terms) or "0"
-    if rates is not price:
+    if rates is not price.token_rates:
         formula = f"({formula}; long-context rates)"
     num, den = as_ratio(multiplier)
     if (num, den) != (1, 1):

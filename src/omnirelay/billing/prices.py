@@ -40,6 +40,9 @@ _COUNTS = ("max_output_tokens", "context_window")
 _FIELDS = frozenset((*_MONEY, *_MONEY_MAPS, *_COUNTS, "free", "long_context", "note"))
 _LONG_FIELDS = frozenset(("threshold", *_TOKEN_RATES))
 
+TOKENS_PER_MTOK: Final = 1_000_000
+"""Token rates are per million tokens."""
+
 
 def _check_amount(name: str, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -80,6 +83,55 @@ class LongContext:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenRates:
+    """The per-token rates a call is billed at (a price's own, or its long-context ones), with the audio and image
+    rates resolved: a part the price has no rate for bills at its side's rate. Derived once when the
+    :class:`Price` is made (prices never change once made), so a call's cost reads them instead of working them
+    out each time.
+    """
+
+    input_per_mtok: int
+    cached_input_per_mtok: int
+    cache_write_per_mtok: int
+    output_per_mtok: int
+    audio_input_per_mtok: int
+    image_input_per_mtok: int
+    audio_output_per_mtok: int
+    flat: int
+    """``per_request`` x :data:`TOKENS_PER_MTOK`: the flat fee in the unit of a sum of tokens x rates."""
+    modal_apart: bool
+    """Some audio or image part bills at another rate than its side's: only then do the usage's counts of those
+    parts change the cost."""
+    dearest_input: int
+    """The most one prompt token can cost (plain, cached, cache write, audio or image): what a reservation takes."""
+    dearest_output: int
+    """The most one output token can cost (text or audio)."""
+
+
+def _resolve_rates(price: Price, rates: Price | LongContext) -> TokenRates:
+    audio_in = rates.input_per_mtok if price.audio_input_per_mtok is None else price.audio_input_per_mtok
+    image_in = rates.input_per_mtok if price.image_input_per_mtok is None else price.image_input_per_mtok
+    audio_out = rates.output_per_mtok if price.audio_output_per_mtok is None else price.audio_output_per_mtok
+    return TokenRates(
+        input_per_mtok=rates.input_per_mtok,
+        cached_input_per_mtok=rates.cached_input_per_mtok,
+        cache_write_per_mtok=rates.cache_write_per_mtok,
+        output_per_mtok=rates.output_per_mtok,
+        audio_input_per_mtok=audio_in,
+        image_input_per_mtok=image_in,
+        audio_output_per_mtok=audio_out,
+        flat=price.per_request * TOKENS_PER_MTOK,
+        modal_apart=audio_in != rates.input_per_mtok
+        or image_in != rates.input_per_mtok
+        or audio_out != rates.output_per_mtok,
+        dearest_input=max(
+            rates.input_per_mtok, rates.cached_input_per_mtok, rates.cache_write_per_mtok, audio_in, image_in
+        ),
+        dearest_output=max(rates.output_per_mtok, audio_out),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Price:
     """What one model costs, every amount in integer micro-USD.
 
@@ -116,6 +168,10 @@ class Price:
     free: bool = False
     long_context: LongContext | None = None
     note: str | None = field(default=None, compare=False)
+    token_rates: TokenRates = field(init=False, repr=False, compare=False)
+    """The price's own token rates, resolved (see :class:`TokenRates`)."""
+    long_rates: TokenRates | None = field(init=False, repr=False, compare=False)
+    """The ``long_context`` rates, resolved; ``None`` without them."""
 
     def __post_init__(self) -> None:
         if self.cached_input_per_mtok == SAME_AS_INPUT:
@@ -135,6 +191,8 @@ class Price:
             for name in _TOKEN_RATES:
                 if getattr(long, name) < getattr(self, name):
                     raise ValueError(f"long_context.{name} is below the base {name}")
+        object.__setattr__(self, "token_rates", _resolve_rates(self, self))
+        object.__setattr__(self, "long_rates", None if long is None else _resolve_rates(self, long))
 
     @property
     def estimated(self) -> bool:
