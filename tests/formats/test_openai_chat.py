@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from dataclasses import astuple
+
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from omnirelay.formats.anthropic_messages import ir_to_anthropic_request
@@ -33,6 +38,7 @@ from omnirelay.formats.ir import (
     UsageUpdate,
 )
 from omnirelay.formats.openai_chat import (
+    _lenient_openai_usage,
     ir_to_openai_request,
     ir_to_openai_response,
     ir_usage_to_openai,
@@ -265,6 +271,44 @@ def test_usage_mapping() -> None:
     usage = openai_usage_to_ir(raw)
     assert usage == Usage(100, 40, cached_input_tokens=30, cache_write_tokens=5, reasoning_tokens=12)
     assert openai_usage_to_ir(ir_usage_to_openai(usage)) == usage
+
+
+# Counts as upstreams send them, and as confused ones do: ints (negative too), bools, floats, digit strings, nulls.
+usage_counts = (
+    st.integers(min_value=-3, max_value=10**7)
+    | st.booleans()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(["12", "", None, [], {}, [3]])
+)
+DETAIL_KEYS = ("cached_tokens", "cache_write_tokens", "audio_tokens", "reasoning_tokens", "image_tokens", "text_tokens")
+
+
+def optional_fields(keys: tuple[str, ...], values: st.SearchStrategy[object]) -> st.SearchStrategy[dict[str, object]]:
+    return st.fixed_dictionaries({}, optional=dict.fromkeys(keys, values))
+
+
+usage_details = (
+    optional_fields(DETAIL_KEYS, usage_counts)
+    | optional_fields(DETAIL_KEYS, usage_counts).map(OrderedDict)
+    | st.sampled_from([None, 0, "", [], "x", [1], 5, True])
+)
+usage_objects = st.fixed_dictionaries(
+    {},
+    optional={
+        "prompt_tokens": usage_counts,
+        "completion_tokens": usage_counts,
+        "total_tokens": usage_counts,
+        "prompt_tokens_details": usage_details,
+        "completion_tokens_details": usage_details,
+    },
+)
+
+
+@settings(max_examples=2000)
+@given(usage_objects | usage_objects.map(OrderedDict))
+def test_usage_read_fast_is_the_lenient_read(raw: dict[str, object]) -> None:
+    fast, lenient = openai_usage_to_ir(raw), _lenient_openai_usage(raw)
+    assert [(type(v), v) for v in astuple(fast)] == [(type(v), v) for v in astuple(lenient)]
 
 
 # --- streams ------------------------------------------------------------------------------------------------

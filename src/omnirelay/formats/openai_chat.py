@@ -133,7 +133,43 @@ every OpenAI-compatible vendor understands."""
 # --- usage
 
 
+_NO_DETAILS: JSONObject = {}
+"""Read in place of an absent details object (never written)."""
+
+
 def openai_usage_to_ir(usage: JSONObject) -> Usage:
+    """Canonical usage of an OpenAI ``usage`` object; a count that is not an int (a string, a bool, a float) is 0.
+
+    Every answer's usage is read here, so the usual shape (int counts; details objects or none) is read with one
+    lookup and one type test a count; any other shape takes :func:`_lenient_openai_usage`, which reads every shape
+    (a property test holds the two equal).
+    """
+    get = usage.get
+    prompt = get("prompt_tokens_details") or _NO_DETAILS
+    completion = get("completion_tokens_details") or _NO_DETAILS
+    if type(prompt) is dict and type(completion) is dict:
+        inp = get("prompt_tokens", 0)
+        out = get("completion_tokens", 0)
+        cached = prompt.get("cached_tokens", 0)
+        write = prompt.get("cache_write_tokens", 0)
+        audio_in = prompt.get("audio_tokens", 0)
+        reasoning = completion.get("reasoning_tokens", 0)
+        audio_out = completion.get("audio_tokens", 0)
+        # Exactly int, as int_or_zero keeps them (a bool is an int subclass and counts 0).
+        if (
+            type(inp) is int
+            and type(out) is int
+            and type(cached) is int
+            and type(write) is int
+            and type(audio_in) is int
+            and type(reasoning) is int
+            and type(audio_out) is int
+        ):
+            return Usage(inp, out, cached, write, reasoning, audio_in, 0, audio_out)
+    return _lenient_openai_usage(usage)
+
+
+def _lenient_openai_usage(usage: JSONObject) -> Usage:
     prompt_details = obj_or_none(usage.get("prompt_tokens_details"))
     completion_details = obj_or_none(usage.get("completion_tokens_details"))
     return Usage(
