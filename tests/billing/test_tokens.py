@@ -6,6 +6,8 @@ import json
 import socket
 import sys
 import time
+from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -390,6 +392,94 @@ def test_no_body_crashes_any_counter(body: Any) -> None:
         result = counter("gpt-4o", body, notes)
         assert isinstance(result, int) and result >= 0
     assert count_openai_text_input("gpt-4o", body) >= 0
+
+
+def reference_openai_chat_prompt(model: str, body: Any, notes: list[str] | None = None) -> int:
+    """count_openai_chat_prompt as it was before its text-only fast path (verbatim but for the names)."""
+    c = tokens._Counter(model, "openai", notes)
+    if not isinstance(body, Mapping):
+        c.note("non-object body")
+        return 0
+    total = 0
+    for message in tokens._items(body.get("messages")):
+        if not isinstance(message, Mapping):
+            c.note(f"message of type {type(message).__name__}")
+            continue
+        total += tokens.TOKENS_PER_MESSAGE
+        for key, value in message.items():
+            if key == "content":
+                total += tokens._openai_content(c, value)
+            elif key == "tool_calls":
+                total += tokens._openai_tool_calls(c, value)
+            elif key == "function_call":
+                total += tokens._openai_tool_calls(c, {"function": value})
+            elif isinstance(value, str):
+                total += c.text(value)
+                if key == "name":
+                    total += tokens.TOKENS_PER_NAME
+    return total + tokens.REPLY_PRIMING_TOKENS + tokens._openai_tools(c, body)
+
+
+class Text(str):
+    """A string that is not exactly ``str`` (what a caller other than the JSON parser may hand in)."""
+
+
+chat_texts = st.text(alphabet="ab c.\n{}é😀", max_size=12) | st.text(max_size=4).map(Text)
+chat_values = st.none() | st.integers(-2, 9) | chat_texts | st.lists(chat_texts, max_size=2)
+chat_parts = st.one_of(
+    chat_texts,
+    st.integers(),
+    st.fixed_dictionaries({"type": st.sampled_from(["text", "input_text", "output_text"]), "text": chat_values}),
+    st.fixed_dictionaries({"type": st.just("refusal"), "refusal": chat_values}),
+    st.fixed_dictionaries(
+        {"type": st.just("image_url"), "image_url": st.fixed_dictionaries({"detail": st.sampled_from(["low", "x"])})}
+    ),
+    st.fixed_dictionaries({"type": st.sampled_from(["input_audio", "file", None])}),
+)
+chat_calls = st.fixed_dictionaries(
+    {"function": st.none() | chat_texts | st.fixed_dictionaries({"name": chat_texts, "arguments": chat_values})}
+)
+chat_messages = st.one_of(
+    st.fixed_dictionaries(
+        {"role": st.sampled_from(["user", "system", "assistant", "developer"]), "content": chat_texts}
+    ),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "role": chat_values,
+            "content": chat_values | st.lists(chat_parts, max_size=3),
+            "name": chat_values,
+            "function_call": chat_values | chat_calls.map(lambda call: call["function"]),
+            "tool_calls": chat_values | st.lists(chat_calls | chat_texts, max_size=2),
+            "refusal": chat_values,
+            "tool_call_id": chat_texts,
+        },
+    ),
+    st.fixed_dictionaries({"role": chat_texts, "content": chat_texts}).map(OrderedDict),
+    st.none() | st.integers() | chat_texts,
+)
+chat_bodies = st.fixed_dictionaries(
+    {},
+    optional={
+        "model": chat_texts,
+        "messages": st.lists(chat_messages, max_size=4) | chat_messages,
+        "tools": st.none() | st.lists(st.fixed_dictionaries({"type": st.just("function"), "name": chat_texts})),
+        "functions": chat_values,
+        "response_format": st.none()
+        | st.fixed_dictionaries({"json_schema": st.none() | st.dictionaries(chat_texts, chat_values, max_size=2)}),
+        "text": st.none() | st.fixed_dictionaries({"format": st.dictionaries(chat_texts, chat_values, max_size=2)}),
+        "max_tokens": st.integers(1, 100),
+    },
+)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chat_bodies | chat_bodies.map(OrderedDict) | chat_values, st.sampled_from(["gpt-4o-mini", "gpt-4", "claude-x"]))
+def test_chat_prompt_count_is_the_count_it_replaced(body: Any, model: str) -> None:
+    notes: list[str] = []
+    expected_notes: list[str] = []
+    assert count_openai_chat_prompt(model, body, notes) == reference_openai_chat_prompt(model, body, expected_notes)
+    assert notes == expected_notes
 
 
 # ---- other OpenAI surfaces -------------------------------------------------------------------------------------

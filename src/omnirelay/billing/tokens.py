@@ -181,8 +181,10 @@ def encoding_name_for(model: str) -> EncodingName:
     return "cl100k_base"
 
 
+@functools.lru_cache(maxsize=4096)
 def encoding_for(model: str) -> Encoder:
-    """The (cached) encoder used to count ``model``'s tokens (see :func:`encoding_name_for`)."""
+    """The encoder used to count ``model``'s tokens (see :func:`encoding_name_for`), remembered per model name:
+    every counted prompt starts here."""
     return load_encoding(encoding_name_for(model))
 
 
@@ -195,8 +197,7 @@ _counts: dict[tuple[int, int, int], int] = {}
 
 
 def _encode_len(encoder: Encoder, text: str) -> int:
-    if not text:
-        return 0
+    # id(encoder), not the encoder: a tuple of ints leaves the garbage collector's scans, one holding an object stays.
     key = (id(encoder), hash(text), len(text))
     count = _counts.get(key)
     if count is not None:
@@ -386,31 +387,56 @@ def _openai_tools(c: _Counter, body: Mapping[str, Any]) -> int:
     return total
 
 
+_OPENAI_TOOL_FIELDS: Final = frozenset(("tools", "functions", "response_format", "text"))
+"""The body fields :func:`_openai_tools` counts: a body with none of them skips it."""
+_NOT_PLAIN_TEXT: Final = frozenset(("name", "function_call"))
+"""Message fields whose string is not counted as its text alone: a ``name`` costs one token more, a string
+``function_call`` counts as the JSON of the call it stands for."""
+
+
 def count_openai_chat_prompt(model: str, body: Mapping[str, Any], notes: list[str] | None = None) -> int:
     """Prompt tokens of a ``/v1/chat/completions`` body: the cookbook formula over ``messages`` (every string
-    field counted, ``name`` +1), content parts, tool calls, plus ``tools``/``functions`` and a JSON schema."""
-    c = _Counter(model, "openai", notes)
-    if not isinstance(body, Mapping):
-        c.note("non-object body")
+    field counted, ``name`` +1), content parts, tool calls, plus ``tools``/``functions`` and a JSON schema.
+
+    Every budgeted call counts its prompt here, and most message fields are plain text (role, content): those are
+    counted straight from the cache of counts. The :class:`_Counter` that reads the rest is made on the first
+    field that needs it.
+    """
+    if type(body) is not dict and not isinstance(body, Mapping):
+        _Counter(model, "openai", notes).note("non-object body")
         return 0
-    total = 0
-    for message in _items(body.get("messages")):
-        if not isinstance(message, Mapping):
+    encoder = encoding_for(model)
+    c: _Counter | None = None
+    messages = body.get("messages")
+    total = REPLY_PRIMING_TOKENS
+    for message in messages if type(messages) is list else _items(messages):
+        if type(message) is not dict and not isinstance(message, Mapping):
+            c = c or _Counter(model, "openai", notes)
             c.note(f"message of type {type(message).__name__}")
             continue
         total += TOKENS_PER_MESSAGE
         for key, value in message.items():
-            if key == "content":
-                total += _openai_content(c, value)
-            elif key == "tool_calls":
-                total += _openai_tool_calls(c, value)
-            elif key == "function_call":
-                total += _openai_tool_calls(c, {"function": value})
-            elif isinstance(value, str):
-                total += c.text(value)
-                if key == "name":
-                    total += TOKENS_PER_NAME
-    return total + REPLY_PRIMING_TOKENS + _openai_tools(c, body)
+            if type(value) is str and key not in _NOT_PLAIN_TEXT:
+                total += _encode_len(encoder, value)
+            else:
+                c = c or _Counter(model, "openai", notes)
+                total += _openai_field(c, key, value)
+    if _OPENAI_TOOL_FIELDS.isdisjoint(body):
+        return total
+    return total + _openai_tools(c or _Counter(model, "openai", notes), body)
+
+
+def _openai_field(c: _Counter, key: str, value: object) -> int:
+    """A chat message's field other than plain text: content parts, tool calls, ``name``, a string subclass."""
+    if key == "content":
+        return _openai_content(c, value)
+    if key == "tool_calls":
+        return _openai_tool_calls(c, value)
+    if key == "function_call":
+        return _openai_tool_calls(c, {"function": value})
+    if isinstance(value, str):
+        return c.text(value) + (TOKENS_PER_NAME if key == "name" else 0)
+    return 0
 
 
 def _responses_item(c: _Counter, item: object) -> int:
