@@ -73,8 +73,9 @@ Fused call paths (``admit``/``finish``)
     if admitted and a hold is asked for, ``reserve``; a refused reservation takes the call's tokens back out of
     the windows (its request still counts, as a refused call does at OpenAI). ``finish`` ends a batch of calls:
     per ``Finish``, ``settle`` of its hold, ``adjust_tokens`` of its correction and the release of its slot. The
-    defaults here compose the single operations; the Redis backend runs ``admit`` as one script and a whole
-    ``finish`` batch as one script, so a budgeted call costs one round trip plus a share of one.
+    defaults here compose the single operations; the memory backend runs the same steps on one clock reading
+    without a coroutine per step, and the Redis backend runs ``admit`` as one script and a whole ``finish`` batch
+    as one script, so a budgeted call costs one round trip plus a share of one.
 
 Invalidation bus (``publish``/``subscribe``)
     Fire-and-forget fan-out to every subscriber of a channel, across instances with Redis. A message published
@@ -88,6 +89,7 @@ reached; the caller chooses to fail open or closed.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -120,8 +122,15 @@ class ScopeLimits:
     rpm: int | None = None
     tpm: int | None = None
 
+    def __post_init__(self) -> None:
+        # Checked once here rather than on every call: callers build a key's scopes once and reuse them.
+        if (self.rpm is not None and self.rpm < 0) or (self.tpm is not None and self.tpm < 0):
+            raise ValueError(f"limits must be >= 0 or None: {self}")
 
-@dataclass(frozen=True, slots=True)
+
+# The records made on every call (LimitState, RateDecision, Charge, Finish) are read-only by convention, not
+# frozen: a frozen dataclass sets each field through object.__setattr__, about five times the cost of a plain one.
+@dataclass(slots=True)
 class LimitState:
     """One limit of the tightest scope, as the ``x-ratelimit-*`` headers show it."""
 
@@ -130,7 +139,7 @@ class LimitState:
     reset_s: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RateDecision:
     allowed: bool
     retry_after_s: float
@@ -154,7 +163,7 @@ class Slot:
     expires_at: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Charge:
     """One counter of a ``reserve``: add ``amount`` (micro-USD, ``>= 0``) to ``counter`` if it stays within
     ``cap``."""
@@ -169,7 +178,7 @@ class Charge:
     budgets)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Finish:
     """The end of one call, for ``Limiter.finish``."""
 
@@ -181,18 +190,6 @@ class Finish:
     """Added at ``at`` in the limited ``scopes`` (``adjust_tokens``)."""
     at: float = 0.0
     slot: Slot | None = None
-
-
-@dataclass(slots=True)
-class ScopeUsage:
-    """What one scope's window holds (times in ms), as both backends compute it; see ``build_decision``."""
-
-    req_used: int = 0
-    req_reset_ms: int = 0
-    req_retry_ms: int = FITS
-    tok_used: int = 0
-    tok_reset_ms: int = 0
-    tok_retry_ms: int = FITS
 
 
 class Subscription(Protocol):
@@ -367,79 +364,84 @@ async def _held_slot(limiter: Limiter, scope: str, limit: int, lease_s: float) -
 
 
 def check_scopes(scopes: Sequence[ScopeLimits], tokens: int) -> None:
+    """What ``ScopeLimits`` cannot check alone (each checks its own limits when built)."""
     if tokens < 0:
         raise ValueError(f"tokens must be >= 0, got {tokens}")
     if len(scopes) > 1 and len({s.scope for s in scopes}) != len(scopes):
         raise ValueError("scopes must be distinct")
-    for s in scopes:
-        if (s.rpm is not None and s.rpm < 0) or (s.tpm is not None and s.tpm < 0):
-            raise ValueError(f"limits must be >= 0 or None: {s}")
+
+
+_counter_of = operator.attrgetter("counter")
+_amount_of = operator.attrgetter("amount")
 
 
 def check_charges(hold_id: str, charges: Sequence[Charge]) -> None:
     if not hold_id:
         raise ValueError("hold_id must not be empty")
-    if len({c.counter for c in charges}) != len(charges):
+    if len(charges) > 1 and len(set(map(_counter_of, charges))) != len(charges):
         raise ValueError("charges must name distinct counters")
-    for c in charges:
-        if c.amount < 0:
-            raise ValueError(f"charge amounts must be >= 0: {c}")
+    if charges and min(map(_amount_of, charges)) < 0:  # C-level passes; the loop only names the culprit
+        for c in charges:
+            if c.amount < 0:
+                raise ValueError(f"charge amounts must be >= 0: {c}")
 
 
 def check_actual(actual: Mapping[str, int]) -> None:
-    for counter, amount in actual.items():
-        if amount < 0:
-            raise ValueError(f"actual amounts must be >= 0, got {amount} for {counter!r}")
+    if actual and min(actual.values()) < 0:  # a C-level pass; the loop only names the culprit
+        for counter, amount in actual.items():
+            if amount < 0:
+                raise ValueError(f"actual amounts must be >= 0, got {amount} for {counter!r}")
 
 
-def build_decision(
-    scopes: Sequence[ScopeLimits], usages: Sequence[ScopeUsage], allowed: bool, now_ms: int
-) -> RateDecision:
-    """Turn per-scope usage (already including this request when allowed) into a decision."""
+def build_decision(scopes: Sequence[ScopeLimits], usage: Sequence[int], allowed: bool, now_ms: int) -> RateDecision:
+    """Turn per-scope usage into a decision. ``usage`` holds six ints per scope of ``scopes``, in order (the
+    layout the Redis script returns, so neither backend builds an object per scope): for requests, then for
+    tokens, the amount counted (including this request when allowed), the reset (ms, see ``reset_s``) and the
+    retry (ms, or ``FITS``/``NEVER``)."""
     retry = 0.0
-    limiting: ScopeLimits | None = None
+    limiting = -1  # the offset in ``usage`` of the (scope, kind) that rejected the request
+    scope: str | None = None
     kind: RateKind | None = None
     if not allowed:
         retry = -1.0
-        for sl, u in zip(scopes, usages, strict=True):
-            candidates: tuple[tuple[RateKind, int], ...] = (
-                ("requests", u.req_retry_ms),
-                ("tokens", u.tok_retry_ms),
-            )
-            for k, r in candidates:
-                if r == FITS:
-                    continue
+        for i in range(0, len(usage), 3):
+            r = usage[i + 2]
+            if r != FITS:
                 seconds = math.inf if r == NEVER else r / 1000
                 if seconds > retry:
-                    retry, limiting, kind = seconds, sl, k
+                    retry, limiting = seconds, i
+        if limiting >= 0:
+            scope = scopes[limiting // 6].scope
+            kind = "tokens" if limiting % 6 else "requests"
     return RateDecision(
-        allowed=allowed,
-        retry_after_s=retry,
-        scope=limiting.scope if limiting else None,
-        kind=kind,
-        requests=_tightest(scopes, usages, "requests", limiting if kind == "requests" else None),
-        tokens=_tightest(scopes, usages, "tokens", limiting if kind == "tokens" else None),
-        at=now_ms / 1000,
+        allowed,
+        retry,
+        scope,
+        kind,
+        _tightest(scopes, usage, 0, limiting),
+        _tightest(scopes, usage, 3, limiting),
+        now_ms / 1000,
     )
 
 
-def _tightest(
-    scopes: Sequence[ScopeLimits], usages: Sequence[ScopeUsage], kind: RateKind, limiting: ScopeLimits | None
-) -> LimitState | None:
-    best: LimitState | None = None
-    for sl, u in zip(scopes, usages, strict=True):
-        if kind == "requests":
-            limit, used, reset_ms = sl.rpm, u.req_used, u.req_reset_ms
-        else:
-            limit, used, reset_ms = sl.tpm, u.tok_used, u.tok_reset_ms
-        if limit is None:
-            continue
-        state = LimitState(limit=limit, remaining=max(0, limit - used), reset_s=reset_ms / 1000)
-        if sl is limiting:
-            return state
-        if best is None or (state.remaining, -state.reset_s) < (best.remaining, -best.reset_s):
-            best = state
-    return best
+def _tightest(scopes: Sequence[ScopeLimits], usage: Sequence[int], offset: int, limiting: int) -> LimitState | None:
+    """One kind's state (``offset`` 0: requests, 3: tokens): the rejecting scope's when it is of this kind, else
+    the one with the least remaining, then the latest reset; None when no scope has this limit."""
+    best: tuple[int, int, int] | None = None  # (limit, remaining, reset ms)
+    i = offset
+    for sl in scopes:
+        limit = sl.tpm if offset else sl.rpm
+        if limit is not None:
+            remaining = limit - usage[i]
+            if remaining < 0:
+                remaining = 0
+            reset_ms = usage[i + 1]
+            if i == limiting:
+                return LimitState(limit, remaining, reset_ms / 1000)
+            if best is None or remaining < best[1] or (remaining == best[1] and reset_ms > best[2]):
+                best = (limit, remaining, reset_ms)
+        i += 6
+    return None if best is None else LimitState(best[0], best[1], best[2] / 1000)
 
 
 def to_ms(seconds: float) -> int:

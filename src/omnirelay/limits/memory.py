@@ -32,10 +32,10 @@ from omnirelay.limits.base import (
     NEVER,
     WINDOW_MS,
     Charge,
+    Finish,
     Limiter,
     RateDecision,
     ScopeLimits,
-    ScopeUsage,
     Slot,
     build_decision,
     check_actual,
@@ -66,12 +66,6 @@ class _Window:
         while tok and tok[0][0] <= cutoff:
             self.tok_sum -= tok.popleft()[1]
 
-    def add_request(self, at: int) -> None:
-        if not self.req or at >= self.req[-1]:
-            self.req.append(at)
-        else:
-            insort(self.req, at)
-
     def add_tokens(self, at: int, amount: int) -> None:
         if not self.tok or at >= self.tok[-1][0]:
             self.tok.append((at, amount))
@@ -79,14 +73,25 @@ class _Window:
             insort(self.tok, (at, amount))
         self.tok_sum += amount
 
-    def usage(self, limits: ScopeLimits, tokens: int, now: int) -> ScopeUsage:
-        req, rpm, tpm = self.req, limits.rpm, limits.tpm
-        u = ScopeUsage(req_used=len(req), tok_used=self.tok_sum)
-        if rpm is not None and u.req_used + 1 > rpm:
-            u.req_retry_ms = NEVER if rpm == 0 else req[u.req_used - rpm] + WINDOW_MS - now
-        if tpm is not None and u.tok_used + tokens > tpm:
-            u.tok_retry_ms = NEVER if tokens > tpm else self._token_retry(u.tok_used + tokens - tpm, now)
-        return u
+    def refused_usage(self, rpm: int | None, tpm: int | None, tokens: int, now: int) -> tuple[int, ...]:
+        """The six usage numbers of ``base.build_decision`` for a request that was not admitted (in any scope):
+        nothing was recorded, so the counts are the current ones and the resets follow the newest entry."""
+        req, req_used, tok_used = self.req, len(self.req), self.tok_sum
+        req_retry = tok_retry = FITS
+        if rpm is not None and req_used + 1 > rpm:
+            req_retry = NEVER if rpm == 0 else req[req_used - rpm] + WINDOW_MS - now
+        if tpm is not None and tok_used + tokens > tpm:
+            tok_retry = NEVER if tokens > tpm else self._token_retry(tok_used + tokens - tpm, now)
+        newest = self.newest()
+        reset = 0 if newest is None else newest + WINDOW_MS - now
+        return (
+            req_used,
+            reset if req_used > 0 else 0,
+            req_retry,
+            tok_used,
+            reset if tok_used > 0 else 0,
+            tok_retry,
+        )
 
     def _token_retry(self, need: int, now: int) -> int:
         # Entries with one timestamp leave together: only check where the timestamp changes.
@@ -187,57 +192,64 @@ class MemoryLimiter(Limiter):
         self, scopes: Sequence[ScopeLimits], tokens: int, now: float | None = None
     ) -> RateDecision:
         check_scopes(scopes, tokens)
-        now_ms = self._now_ms(now)
+        return self._consume(scopes, tokens, self._now_ms(now))
+
+    def _consume(self, scopes: Sequence[ScopeLimits], tokens: int, now_ms: int) -> RateDecision:
+        """``check_and_consume`` on checked arguments."""
         cutoff = now_ms - WINDOW_MS
         self._calls += 1
         if self._calls % SWEEP_EVERY == 0:
             self._sweep(cutoff)
         windows = self._windows
         tracked: list[ScopeLimits] = []
-        usages: list[ScopeUsage] = []
+        wins: list[_Window] = []
         allowed = True
         for sl in scopes:
-            if sl.rpm is None and sl.tpm is None:
+            rpm, tpm = sl.rpm, sl.tpm
+            if rpm is None and tpm is None:
                 continue
             win = windows.get(sl.scope)
             if win is None:
                 win = windows[sl.scope] = _Window()
             else:
                 win.prune(cutoff)
-            u = win.usage(sl, tokens, now_ms)
-            allowed = allowed and u.req_retry_ms == FITS and u.tok_retry_ms == FITS
+            if (rpm is not None and len(win.req) + 1 > rpm) or (tpm is not None and win.tok_sum + tokens > tpm):
+                allowed = False
             tracked.append(sl)
-            usages.append(u)
-        for sl, u in zip(tracked, usages, strict=True):
-            win = windows[sl.scope]
-            if allowed:
-                win.add_request(now_ms)
+            wins.append(win)
+        usage: list[int] = []
+        if allowed:
+            for win in wins:
+                req = win.req
+                if not req or now_ms >= req[-1]:
+                    req.append(now_ms)
+                else:
+                    insort(req, now_ms)
                 if tokens:
                     win.add_tokens(now_ms, tokens)
-                u.req_used += 1
-                u.tok_used += tokens
-                u.req_reset_ms = WINDOW_MS
-                u.tok_reset_ms = WINDOW_MS if u.tok_used > 0 else 0
-            else:
-                newest = win.newest()
-                if newest is not None:
-                    if u.req_used > 0:
-                        u.req_reset_ms = newest + WINDOW_MS - now_ms
-                    if u.tok_used > 0:
-                        u.tok_reset_ms = newest + WINDOW_MS - now_ms
-        return build_decision(tracked, usages, allowed, now_ms)
+                tok_used = win.tok_sum
+                # This request is the newest entry of every window: each is back to empty in a full window.
+                usage += (len(req), WINDOW_MS, FITS, tok_used, WINDOW_MS if tok_used > 0 else 0, FITS)
+        else:
+            for sl, win in zip(tracked, wins, strict=True):
+                usage += win.refused_usage(sl.rpm, sl.tpm, tokens, now_ms)
+        return build_decision(tracked, usage, allowed, now_ms)
 
     async def adjust_tokens(
         self, scopes: Sequence[ScopeLimits], delta: int, at: float, now: float | None = None
     ) -> None:
         at_ms = to_ms(at)
-        if not delta or at_ms <= self._now_ms(now) - WINDOW_MS:
-            return
+        if delta and at_ms > self._now_ms(now) - WINDOW_MS:
+            self._add_tokens(scopes, delta, at_ms)
+
+    def _add_tokens(self, scopes: Sequence[ScopeLimits], delta: int, at_ms: int) -> None:
+        """``adjust_tokens`` once ``at_ms`` is known to be in the window."""
+        windows = self._windows
         for sl in scopes:
             if sl.rpm is not None or sl.tpm is not None:
-                win = self._windows.get(sl.scope)
+                win = windows.get(sl.scope)
                 if win is None:
-                    win = self._windows[sl.scope] = _Window()
+                    win = windows[sl.scope] = _Window()
                 win.add_tokens(at_ms, delta)
 
     def _sweep(self, cutoff: int) -> None:
@@ -298,8 +310,8 @@ class MemoryLimiter(Limiter):
             return None
         return counter
 
-    def _added(self, name: str, delta: int, ttl_s: float | None, now: float) -> int:
-        counter = self._live(name, now)
+    def _added(self, counter: _Counter | None, name: str, delta: int, ttl_s: float | None, now: float) -> int:
+        """Add ``delta`` to counter ``name``, whose live state (``_live``) the caller has just read."""
         if counter is None:
             counter = self._counters[name] = _Counter(0, None)
         counter.value += delta
@@ -313,10 +325,11 @@ class MemoryLimiter(Limiter):
         current = 0 if counter is None else counter.value
         if current + amount > cap:
             return False, current
-        return True, self._added(name, amount, ttl_s, now)
+        return True, self._added(counter, name, amount, ttl_s, now)
 
     async def add(self, name: str, delta: int, *, ttl_s: float | None = None) -> int:
-        return self._added(name, delta, ttl_s, self._clock())
+        now = self._clock()
+        return self._added(self._live(name, now), name, delta, ttl_s, now)
 
     async def get(self, name: str) -> int:
         counter = self._live(name, self._clock())
@@ -337,21 +350,30 @@ class MemoryLimiter(Limiter):
         now: float | None = None,
     ) -> int | None:
         check_charges(hold_id, charges)
-        if hold_id in self._holds:
-            raise ValueError(f"hold {hold_id!r} is already registered")
         clock = self._clock()
-        for i, charge in enumerate(charges):
-            if charge.cap is not None:
-                counter = self._live(charge.counter, clock)
-                if (0 if counter is None else counter.value) + charge.amount > charge.cap:
-                    return i
+        return self._reserve(hold_id, charges, to_ms(clock if now is None else now) + to_ms(lease_s), clock)
+
+    def _reserve(self, hold_id: str, charges: Sequence[Charge], expires_ms: int, clock: float) -> int | None:
+        """``reserve`` on checked charges: the hold's lease ends at ``expires_ms``; ``clock`` ages the counters."""
+        holds = self._holds
+        if hold_id in holds:
+            raise ValueError(f"hold {hold_id!r} is already registered")
+        live = self._live
+        found: list[_Counter | None] = []
         for charge in charges:
-            self._added(charge.counter, charge.amount, charge.ttl_s, clock)
-        expires_ms = self._now_ms(now) + to_ms(lease_s)
-        self._holds[hold_id] = (expires_ms, {c.counter: c.amount for c in charges})
+            counter = live(charge.counter, clock)
+            cap = charge.cap
+            if cap is not None and (0 if counter is None else counter.value) + charge.amount > cap:
+                return len(found)
+            found.append(counter)
+        held: dict[str, int] = {}
+        for charge, counter in zip(charges, found, strict=True):
+            self._added(counter, charge.counter, charge.amount, charge.ttl_s, clock)
+            held[charge.counter] = charge.amount
+        holds[hold_id] = (expires_ms, held)
         leases = self._hold_leases
-        if len(leases) > 2 * len(self._holds) + 64:  # mostly entries of settled holds: rebuild
-            leases[:] = [(expires, hid) for hid, (expires, _) in self._holds.items()]
+        if len(leases) > 2 * len(holds) + 64:  # mostly entries of settled holds: rebuild
+            leases[:] = [(expires, hid) for hid, (expires, _) in holds.items()]
             heapq.heapify(leases)
         else:
             heapq.heappush(leases, (expires_ms, hold_id))
@@ -359,14 +381,19 @@ class MemoryLimiter(Limiter):
 
     async def settle(self, hold_id: str, actual: Mapping[str, int]) -> bool:
         check_actual(actual)
-        clock = self._clock()
+        return self._settle(hold_id, actual, self._clock())
+
+    def _settle(self, hold_id: str, actual: Mapping[str, int], clock: float) -> bool:
+        """``settle`` on checked amounts; ``clock`` ages the counters."""
         hold = self._holds.pop(hold_id, None)
-        deltas = dict(actual)
+        deltas = actual
         if hold is not None:
+            deltas = dict(actual)
             for name, reserved in hold[1].items():
                 deltas[name] = deltas.get(name, 0) - reserved
+        live = self._live
         for name, delta in deltas.items():
-            counter = self._live(name, clock)
+            counter = live(name, clock)
             if counter is not None:  # a missing counter is left for seed (see base)
                 counter.value += delta
         return hold is not None
@@ -402,6 +429,51 @@ class MemoryLimiter(Limiter):
 
     async def open_holds(self) -> int:
         return len(self._holds)
+
+    # -- fused call paths -----------------------------------------------------------------------------------
+
+    async def admit(
+        self,
+        scopes: Sequence[ScopeLimits],
+        tokens: int,
+        hold_id: str | None = None,
+        charges: Sequence[Charge] = (),
+        *,
+        lease_s: float = DEFAULT_HOLD_LEASE_S,
+        now: float | None = None,
+    ) -> tuple[RateDecision | None, int | None]:
+        # The base composition's steps on one clock reading, without a coroutine per step.
+        if scopes:
+            check_scopes(scopes, tokens)
+        if hold_id is not None:
+            check_charges(hold_id, charges)
+        clock = self._clock()
+        now_ms = to_ms(clock if now is None else now)
+        decision = None
+        if scopes:
+            decision = self._consume(scopes, tokens, now_ms)
+            if not decision.allowed:
+                return decision, None
+        if hold_id is None:
+            return decision, None
+        refused = self._reserve(hold_id, charges, now_ms + to_ms(lease_s), clock)
+        if refused is not None and decision is not None and tokens:
+            self._add_tokens(scopes, -tokens, now_ms)
+        return decision, refused
+
+    async def finish(self, calls: Sequence[Finish], now: float | None = None) -> None:
+        clock = self._clock()
+        window_start = to_ms(clock if now is None else now) - WINDOW_MS
+        for call in calls:
+            if call.hold_id is not None:
+                check_actual(call.actual)
+                self._settle(call.hold_id, call.actual, clock)
+            if call.token_delta and call.scopes:
+                at_ms = to_ms(call.at)
+                if at_ms > window_start:
+                    self._add_tokens(call.scopes, call.token_delta, at_ms)
+            if call.slot is not None:
+                await self.release(call.slot)  # returns without suspending: the batch stays atomic
 
     # -- invalidation bus -----------------------------------------------------------------------------------
 

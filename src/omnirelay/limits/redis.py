@@ -54,7 +54,6 @@ from omnirelay.limits.base import (
     LimiterUnavailable,
     RateDecision,
     ScopeLimits,
-    ScopeUsage,
     Slot,
     build_decision,
     check_actual,
@@ -534,8 +533,7 @@ class RedisLimiter(Limiter):
 
     @staticmethod
     def _decision(tracked: list[ScopeLimits], out: list[int], now_ms: int) -> RateDecision:
-        usages = [ScopeUsage(*out[i : i + 6]) for i in range(1, len(out), 6)]
-        return build_decision(tracked, usages, out[0] == 1, now_ms)
+        return build_decision(tracked, out[1:], out[0] == 1, now_ms)
 
     async def check_and_consume(
         self, scopes: Sequence[ScopeLimits], tokens: int, now: float | None = None
