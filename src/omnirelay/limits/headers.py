@@ -14,9 +14,22 @@ import math
 
 from omnirelay.limits.base import RateDecision
 
+_DURATIONS: dict[float, str] = {}
+"""Memo of ``format_duration``: a call's resets are mostly the same few values (a full window, 0)."""
+_DURATIONS_MAX = 4096
+
 
 def format_duration(seconds: float) -> str:
     """Go's ``time.Duration.String()`` at millisecond resolution, rounded up."""
+    text = _DURATIONS.get(seconds)
+    if text is None:
+        text = _go_duration(seconds)
+        if len(_DURATIONS) < _DURATIONS_MAX:
+            _DURATIONS[seconds] = text
+    return text
+
+
+def _go_duration(seconds: float) -> str:
     if not math.isfinite(seconds):
         raise ValueError(f"not a finite duration: {seconds}")
     ms = math.ceil(seconds * 1000 - 1e-6) if seconds > 0 else 0
@@ -37,22 +50,33 @@ def format_duration(seconds: float) -> str:
 
 def rate_limit_headers(decision: RateDecision) -> dict[str, str]:
     """Lower-case header names to values, in OpenAI's order."""
-    headers: dict[str, str] = {}
     requests, tokens = decision.requests, decision.tokens
-    if requests is not None:
-        headers["x-ratelimit-limit-requests"] = str(requests.limit)
-    if tokens is not None:
-        headers["x-ratelimit-limit-tokens"] = str(tokens.limit)
-    if requests is not None:
-        headers["x-ratelimit-remaining-requests"] = str(requests.remaining)
-    if tokens is not None:
-        headers["x-ratelimit-remaining-tokens"] = str(tokens.remaining)
-    if requests is not None:
-        headers["x-ratelimit-reset-requests"] = format_duration(requests.reset_s)
-    if tokens is not None:
-        headers["x-ratelimit-reset-tokens"] = format_duration(tokens.reset_s)
-    retry = decision.retry_after_s
-    if not decision.allowed and math.isfinite(retry):
-        headers["retry-after"] = str(max(1, math.ceil(retry - 1e-9)))
-        headers["retry-after-ms"] = str(max(1, math.ceil(retry * 1000 - 1e-6)))
+    if requests is not None and tokens is not None:  # the usual key: both limits, one dict display
+        headers = {
+            "x-ratelimit-limit-requests": str(requests.limit),
+            "x-ratelimit-limit-tokens": str(tokens.limit),
+            "x-ratelimit-remaining-requests": str(requests.remaining),
+            "x-ratelimit-remaining-tokens": str(tokens.remaining),
+            "x-ratelimit-reset-requests": format_duration(requests.reset_s),
+            "x-ratelimit-reset-tokens": format_duration(tokens.reset_s),
+        }
+    elif requests is not None:
+        headers = {
+            "x-ratelimit-limit-requests": str(requests.limit),
+            "x-ratelimit-remaining-requests": str(requests.remaining),
+            "x-ratelimit-reset-requests": format_duration(requests.reset_s),
+        }
+    elif tokens is not None:
+        headers = {
+            "x-ratelimit-limit-tokens": str(tokens.limit),
+            "x-ratelimit-remaining-tokens": str(tokens.remaining),
+            "x-ratelimit-reset-tokens": format_duration(tokens.reset_s),
+        }
+    else:
+        headers = {}
+    if not decision.allowed:
+        retry = decision.retry_after_s
+        if math.isfinite(retry):
+            headers["retry-after"] = str(max(1, math.ceil(retry - 1e-9)))
+            headers["retry-after-ms"] = str(max(1, math.ceil(retry * 1000 - 1e-6)))
     return headers
