@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
 from omnirelay.billing.cost import PriceUnavailable
-from omnirelay.billing.ledger import Billing, Hold
+from omnirelay.billing.ledger import MAX_CACHED_KEYS, Billing, Budgets, Hold
 from omnirelay.billing.meters import Meter
 from omnirelay.billing.prices import Price
 from omnirelay.errors import ErrorCode, GatewayError
 from omnirelay.formats.usage import Usage
-from omnirelay.limits import Finish, Limiter, RateDecision, ScopeLimits, Slot, rate_limit_headers
+from omnirelay.limits import Charge, Finish, Limiter, RateDecision, ScopeLimits, Slot, rate_limit_headers
 from omnirelay.providers.kinds import WireFormat
 from omnirelay.store.snapshot import KeyRecord
 
@@ -52,15 +52,34 @@ def scopes_of(key: KeyRecord) -> list[ScopeLimits]:
     return scopes
 
 
+@dataclass(frozen=True, slots=True)
+class KeyTerms:
+    """What admission reads of a key on every call, derived once per key record (records are immutable: an edit
+    or a reload makes a new one)."""
+
+    key: KeyRecord
+    scopes: tuple[ScopeLimits, ...]
+    budgeted: bool
+    counts_prompt: bool
+    """A token limit or a budget needs the prompt's token count."""
+
+    @classmethod
+    def of(cls, key: KeyRecord) -> KeyTerms:
+        scopes = tuple(scopes_of(key))
+        budgeted = key.budgeted
+        return cls(key, scopes, budgeted, budgeted or any(scope.tpm is not None for scope in scopes))
+
+
 @dataclass(slots=True)
 class Ticket:
     """What admission granted one call; handed back to ``settle``."""
 
     price: Price
     admitted_tokens: int
+    """0 when no limit or budget applies to the key (nothing to correct afterwards)."""
     hold: Hold | None
     """None when no budget applies to the key."""
-    scopes: list[ScopeLimits] = field(default_factory=list)
+    scopes: Sequence[ScopeLimits] = ()
     decision: RateDecision | None = None
     slot: Slot | None = None
     settled: bool = False
@@ -76,6 +95,8 @@ class Admission:
     def __init__(self, billing: Billing, limiter: Limiter) -> None:
         self.billing = billing
         self.limiter = limiter
+        self._terms: dict[int, KeyTerms] = {}
+        """Per key id, the ``KeyTerms`` of the latest record seen."""
         self._ending: list[Finish] = []
         self._finisher: asyncio.Task[None] | None = None
 
@@ -93,7 +114,8 @@ class Admission:
     ) -> Ticket:
         """``prompt_tokens`` counts the prompt offline; it is called only when a token limit or a budget needs
         the number, since counting a long prompt costs more than the rest of the relay."""
-        price = self.billing.price_for(model, upstream_model)
+        billing = self.billing
+        price = billing.price_for(model, upstream_model)
         unit_worst = None
         if meter is not None:
             try:
@@ -104,32 +126,38 @@ class Admission:
                     f"The model '{model}' has no price for this endpoint's unit; the operator must price it.",
                     param="model",
                 ) from None
-        max_output, choices = requested_output(surface, body) if meter is None else (0, 1)
-        scopes = scopes_of(key)
-        needs_count = key.budgeted or any(scope.tpm is not None for scope in scopes)
-        prompt = prompt_tokens() if needs_count else 0
-        admitted_tokens = prompt + (max_output or 0) * choices
-        worst, charges = 0, []
-        if key.budgeted:
-            output = max_output * choices if max_output is not None else None
-            worst = self.billing.worst_case(price, key, prompt, output) if unit_worst is None else unit_worst
-            charges = self.billing.charges(key, worst)
-        decision, refused = None, None
-        if scopes or key.budgeted:
+        terms = self._terms.get(key.id)
+        if terms is None or terms.key is not key:
+            if len(self._terms) >= MAX_CACHED_KEYS:  # ids of deleted keys: start over rather than grow
+                self._terms.clear()
+            terms = self._terms[key.id] = KeyTerms.of(key)
+        scopes = terms.scopes
+        admitted_tokens, decision, hold = 0, None, None
+        if scopes or terms.budgeted:
+            max_output, choices = requested_output(surface, body) if meter is None else (0, 1)
+            prompt = prompt_tokens() if terms.counts_prompt else 0
+            admitted_tokens = prompt + (max_output or 0) * choices
+            hold_id: str | None = None
+            worst = 0
+            budgets: Budgets | None = None
+            charges: list[Charge] = []
+            if terms.budgeted:
+                output = max_output * choices if max_output is not None else None
+                worst = billing.worst_case(price, key, prompt, output) if unit_worst is None else unit_worst
+                budgets = billing.budgets(key)
+                charges = budgets.charges(worst)
+                hold_id = request_id
             # One step (one Redis round trip): the rate windows, then the budget hold if the rate admits the call.
             decision, refused = await self.limiter.admit(
-                scopes,
-                admitted_tokens,
-                request_id if key.budgeted else None,
-                charges,
-                lease_s=self.billing.hold_lease_s,
+                scopes, admitted_tokens, hold_id, charges, lease_s=billing.hold_lease_s
             )
-        if decision is not None and not decision.allowed:
-            raise self._rate_refusal(decision)
-        if refused is not None:
-            raise self.billing.refusal(charges[refused], key, worst)
-        hold = Hold(request_id, key, price, worst, tuple(c.counter for c in charges)) if key.budgeted else None
-        ticket = Ticket(price, admitted_tokens, hold, scopes, decision, None, meter=meter)
+            if decision is not None and not decision.allowed:
+                raise self._rate_refusal(decision)
+            if refused is not None:
+                raise billing.refusal(charges[refused], key, worst)
+            if budgets is not None:
+                hold = Hold(request_id, key, price, worst, budgets.counters)
+        ticket = Ticket(price, admitted_tokens, hold, scopes, decision, None, False, meter)
         if key.max_concurrency is not None:
             ticket.slot = await self.limiter.acquire_slot(f"key:{key.id}", key.max_concurrency)
             if ticket.slot is None:

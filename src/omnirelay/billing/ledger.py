@@ -45,6 +45,8 @@ log = structlog.get_logger(__name__)
 
 MONTH_TTL_S = 40 * 24 * 3600
 """A monthly counter outlives its month a little, then disappears (the next month has its own name)."""
+MAX_CACHED_KEYS = 65_536
+"""Per-key caches start over past this many key ids, so keys deleted long ago do not pile up."""
 
 
 def account_counter(account_id: int) -> str:
@@ -68,6 +70,34 @@ class Hold:
     counters: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Budgets:
+    """The budget counters a charge of ``key`` moves, with their caps, for the calls of one month. Derived once
+    per key record and month: records are immutable (an edit or a reload makes a new one)."""
+
+    key: KeyRecord
+    month: str | None
+    """The month the monthly counter is named for; None when the account has no monthly budget."""
+    counters: tuple[str, ...]
+    terms: tuple[tuple[str, int | None, float | None], ...]
+    """Per counter: (name, cap, ttl_s) of its ``Charge``."""
+
+    @classmethod
+    def of(cls, key: KeyRecord, month: str | None) -> Budgets:
+        terms: list[tuple[str, int | None, float | None]] = [
+            (account_counter(key.account_id), None if key.account_unlimited else key.account_credits_micros, None)
+        ]
+        if key.spend_cap_micros is not None:
+            terms.append((key_counter(key.id), key.spend_cap_micros, None))
+        if month is not None:
+            terms.append((month_counter(key.account_id, month), key.account_monthly_budget_micros, MONTH_TTL_S))
+        return cls(key, month, tuple(name for name, _, _ in terms), tuple(terms))
+
+    def charges(self, amount: int) -> list[Charge]:
+        """The charges reserving ``amount`` on every counter."""
+        return [Charge(name, amount, cap, ttl_s) for name, cap, ttl_s in self.terms]
+
+
 class Billing:
     def __init__(self, limiter: Limiter, prices: PriceTable, *, hold_lease_s: float = 900.0) -> None:
         self.limiter = limiter
@@ -76,6 +106,8 @@ class Billing:
         """Longest a reservation outlives a dead instance. A call that runs longer is still settled exactly (the
         limiter charges the full cost when its hold is gone); it just holds no budget past this point."""
         self._seeded: set[str] = set()
+        self._budgets: dict[int, Budgets] = {}
+        """Per key id, its ``Budgets`` for the latest record and month seen (replaced when either changes)."""
 
     def price_for(self, model: str, upstream_model: str | None = None) -> Price:
         """The public name's price first (an operator may price an alias), then the upstream model's."""
@@ -96,21 +128,15 @@ class Billing:
     def cost(self, price: Price, key: KeyRecord, usage: Usage) -> int:
         return cost_of_tokens(price, usage, key.multiplier)
 
-    def charges(self, key: KeyRecord, amount: int) -> list[Charge]:
-        """The budget counters a charge of ``amount`` to ``key`` moves, each with its cap."""
-        charges = [
-            Charge(
-                account_counter(key.account_id), amount, None if key.account_unlimited else key.account_credits_micros
-            )
-        ]
-        if key.spend_cap_micros is not None:
-            charges.append(Charge(key_counter(key.id), amount, key.spend_cap_micros))
-        if key.account_monthly_budget_micros is not None:
-            month = month_key(datetime.now(UTC))
-            charges.append(
-                Charge(month_counter(key.account_id, month), amount, key.account_monthly_budget_micros, MONTH_TTL_S)
-            )
-        return charges
+    def budgets(self, key: KeyRecord) -> Budgets:
+        """The budget counters of ``key``'s calls this month, with their caps."""
+        month = None if key.account_monthly_budget_micros is None else month_key(datetime.now(UTC))
+        budgets = self._budgets.get(key.id)
+        if budgets is None or budgets.key is not key or budgets.month != month:
+            if len(self._budgets) >= MAX_CACHED_KEYS:  # ids of deleted keys: start over rather than grow
+                self._budgets.clear()
+            budgets = self._budgets[key.id] = Budgets.of(key, month)
+        return budgets
 
     async def seed(self, keys: Iterable[KeyRecord]) -> None:
         """Give each counter its database value where the limiter has none yet (once per counter per process)."""
@@ -131,11 +157,12 @@ class Billing:
             self._seeded.update(fresh)
 
     async def reserve(self, hold_id: str, key: KeyRecord, price: Price, amount: int) -> Hold:
-        charges = self.charges(key, amount)
+        budgets = self.budgets(key)
+        charges = budgets.charges(amount)
         refused = await self.limiter.reserve(hold_id, charges, lease_s=self.hold_lease_s)
         if refused is not None:
             raise self.refusal(charges[refused], key, amount)
-        return Hold(hold_id, key, price, amount, tuple(c.counter for c in charges))
+        return Hold(hold_id, key, price, amount, budgets.counters)
 
     def refusal(self, charge: Charge, key: KeyRecord, amount: int) -> GatewayError:
         """The client's error when ``charge`` (of a reservation of ``amount``) did not fit its cap."""
@@ -160,7 +187,7 @@ class Billing:
         """The budget counters a charge of this key moves (none when no budget applies to it)."""
         if not key.budgeted:
             return ()
-        return tuple(charge.counter for charge in self.charges(key, 0))
+        return self.budgets(key).counters
 
     async def adjust(self, key: KeyRecord, delta: int) -> None:
         """Move every budget counter of ``key`` by ``delta`` with no cap check: a charge already written to the
