@@ -347,6 +347,20 @@ async def test_memory_counter_ttl_uses_the_clock() -> None:
     assert await limiter.get("month:1") == 0
 
 
+async def test_memory_counter_expiries_follow_the_latest_set_and_stay_bounded() -> None:
+    clock = [T0]
+    limiter = MemoryLimiter(clock=lambda: clock[0])
+    for i in range(1000):  # each set replaces the counter: its earlier expiries no longer apply
+        await limiter.set("period:1", i, ttl_s=10 + i)
+    await limiter.set("forever:1", 5)
+    assert len(limiter._expiries) <= 2 * len(limiter._counters) + 65
+    clock[0] += 1008
+    assert await limiter.get("period:1") == 999
+    clock[0] += 1
+    assert await limiter.get("period:1") == 0
+    assert await limiter.get("forever:1") == 5
+
+
 # -- Redis backend specifics ------------------------------------------------------------------------------
 
 

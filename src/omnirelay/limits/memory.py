@@ -9,9 +9,12 @@ carry tokens, and corrections), kept in time order (appends are the common case;
 emptied are swept every ``SWEEP_EVERY`` calls, so memory follows what is in the window, not how many requests
 or keys were ever seen.
 
-Holds are a dict ``hold_id -> (expires_ms, {counter: amount})`` plus a heap of ``(expires_ms, hold_id)`` for the
-sweeper. Settling leaves its heap entry behind (skipped when popped, since it no longer matches the dict); the
-heap is rebuilt from the dict when such leftovers outnumber the live holds, so it stays proportional to them.
+Counters are a dict of name to value and expiry; those with an expiry are also in a heap of ``(expires_at,
+name)``, and every operation on counters first drops the ones whose expiry is due, so reading one is a dict
+lookup. Holds are a dict ``hold_id -> (expires_ms, {counter: amount})`` plus a heap of ``(expires_ms, hold_id)``
+for the sweeper. Settling leaves its heap entry behind (skipped when popped, since it no longer matches the
+dict); the heap is rebuilt from the dict when such leftovers outnumber the live holds, so it stays proportional
+to them. The counters' heap is kept the same way.
 """
 
 from __future__ import annotations
@@ -67,10 +70,11 @@ class _Window:
             self.tok_sum -= tok.popleft()[1]
 
     def add_tokens(self, at: int, amount: int) -> None:
-        if not self.tok or at >= self.tok[-1][0]:
-            self.tok.append((at, amount))
+        tok = self.tok
+        if not tok or at >= tok[-1][0]:
+            tok.append((at, amount))
         else:
-            insort(self.tok, (at, amount))
+            insort(tok, (at, amount))
         self.tok_sum += amount
 
     def refused_usage(self, rpm: int | None, tpm: int | None, tokens: int, now: int) -> tuple[int, ...]:
@@ -180,6 +184,8 @@ class MemoryLimiter(Limiter):
         self._subscriptions: set[MemorySubscription] = set()
         self._holder_ids = itertools.count(1)
         self._calls = 0
+        self._expiries: list[tuple[float, str]] = []
+        """Heap of ``(expires_at, counter)``; the entries of counters replaced since linger until due."""
         self._holds: dict[str, tuple[int, dict[str, int]]] = {}
         self._hold_leases: list[tuple[int, str]] = []
 
@@ -257,10 +263,7 @@ class MemoryLimiter(Limiter):
             win.prune(cutoff)
             if win.empty():
                 del self._windows[scope]
-        now = self._clock()
-        for name, counter in list(self._counters.items()):
-            if counter.expires_at is not None and counter.expires_at <= now:
-                del self._counters[name]
+        self._alive(self._clock())
 
     # -- concurrency slots ----------------------------------------------------------------------------------
 
@@ -303,41 +306,68 @@ class MemoryLimiter(Limiter):
 
     # -- spend counters -------------------------------------------------------------------------------------
 
-    def _live(self, name: str, now: float) -> _Counter | None:
+    def _alive(self, now: float) -> dict[str, _Counter]:
+        """The counters, once those whose expiry is due at ``now`` are gone. Every read goes through here first,
+        so a single reading costs a dict lookup: no expiry check per counter."""
+        expiries, counters = self._expiries, self._counters
+        while expiries and expiries[0][0] <= now:
+            expires_at, name = heapq.heappop(expiries)
+            counter = counters.get(name)
+            if counter is not None and counter.expires_at == expires_at:
+                del counters[name]
+        return counters
+
+    def _expire_at(self, name: str, counter: _Counter, expires_at: float) -> None:
+        """Give ``counter`` (already in ``_counters`` as ``name``) its expiry."""
+        counter.expires_at = expires_at
+        expiries = self._expiries
+        if len(expiries) > 2 * len(self._counters) + 64:  # mostly entries of replaced counters: rebuild
+            expiries[:] = [(c.expires_at, n) for n, c in self._counters.items() if c.expires_at is not None]
+            heapq.heapify(expiries)
+        else:
+            heapq.heappush(expiries, (expires_at, name))
+
+    def _charge(self, charges: Sequence[Charge], now: float) -> int | None:
+        """Add every charge to its counter if each fits its cap; else change nothing and return the index of the
+        first that does not. ``try_add``, ``add`` and ``reserve`` in one place."""
+        counters = self._alive(now)
+        for i, charge in enumerate(charges):
+            cap = charge.cap
+            if cap is not None:
+                counter = counters.get(charge.counter)
+                if (0 if counter is None else counter.value) + charge.amount > cap:
+                    return i
+        for charge in charges:
+            name = charge.counter
+            counter = counters.get(name)
+            if counter is None:
+                counter = counters[name] = _Counter(0, None)
+            counter.value += charge.amount
+            if charge.ttl_s is not None and counter.expires_at is None:
+                self._expire_at(name, counter, now + charge.ttl_s)
+        return None
+
+    def _value(self, name: str) -> int:
+        """A counter's value, read right after ``_alive``."""
         counter = self._counters.get(name)
-        if counter is not None and counter.expires_at is not None and counter.expires_at <= now:
-            del self._counters[name]
-            return None
-        return counter
-
-    def _added(self, counter: _Counter | None, name: str, delta: int, ttl_s: float | None, now: float) -> int:
-        """Add ``delta`` to counter ``name``, whose live state (``_live``) the caller has just read."""
-        if counter is None:
-            counter = self._counters[name] = _Counter(0, None)
-        counter.value += delta
-        if ttl_s is not None and counter.expires_at is None:
-            counter.expires_at = now + ttl_s
-        return counter.value
-
-    async def try_add(self, name: str, amount: int, cap: int, *, ttl_s: float | None = None) -> tuple[bool, int]:
-        now = self._clock()
-        counter = self._live(name, now)
-        current = 0 if counter is None else counter.value
-        if current + amount > cap:
-            return False, current
-        return True, self._added(counter, name, amount, ttl_s, now)
-
-    async def add(self, name: str, delta: int, *, ttl_s: float | None = None) -> int:
-        now = self._clock()
-        return self._added(self._live(name, now), name, delta, ttl_s, now)
-
-    async def get(self, name: str) -> int:
-        counter = self._live(name, self._clock())
         return 0 if counter is None else counter.value
 
+    async def try_add(self, name: str, amount: int, cap: int, *, ttl_s: float | None = None) -> tuple[bool, int]:
+        refused = self._charge((Charge(name, amount, cap, ttl_s),), self._clock())
+        return refused is None, self._value(name)
+
+    async def add(self, name: str, delta: int, *, ttl_s: float | None = None) -> int:
+        self._charge((Charge(name, delta, None, ttl_s),), self._clock())
+        return self._value(name)
+
+    async def get(self, name: str) -> int:
+        self._alive(self._clock())
+        return self._value(name)
+
     async def set(self, name: str, value: int, *, ttl_s: float | None = None) -> None:
-        expires_at = None if ttl_s is None else self._clock() + ttl_s
-        self._counters[name] = _Counter(value, expires_at)
+        counter = self._counters[name] = _Counter(value, None)
+        if ttl_s is not None:
+            self._expire_at(name, counter, self._clock() + ttl_s)
 
     # -- holds ----------------------------------------------------------------------------------------------
 
@@ -358,17 +388,11 @@ class MemoryLimiter(Limiter):
         holds = self._holds
         if hold_id in holds:
             raise ValueError(f"hold {hold_id!r} is already registered")
-        live = self._live
-        found: list[_Counter | None] = []
-        for charge in charges:
-            counter = live(charge.counter, clock)
-            cap = charge.cap
-            if cap is not None and (0 if counter is None else counter.value) + charge.amount > cap:
-                return len(found)
-            found.append(counter)
+        refused = self._charge(charges, clock)
+        if refused is not None:
+            return refused
         held: dict[str, int] = {}
-        for charge, counter in zip(charges, found, strict=True):
-            self._added(counter, charge.counter, charge.amount, charge.ttl_s, clock)
+        for charge in charges:
             held[charge.counter] = charge.amount
         holds[hold_id] = (expires_ms, held)
         leases = self._hold_leases
@@ -386,21 +410,24 @@ class MemoryLimiter(Limiter):
     def _settle(self, hold_id: str, actual: Mapping[str, int], clock: float) -> bool:
         """``settle`` on checked amounts; ``clock`` ages the counters."""
         hold = self._holds.pop(hold_id, None)
-        deltas = actual
-        if hold is not None:
-            deltas = dict(actual)
-            for name, reserved in hold[1].items():
-                deltas[name] = deltas.get(name, 0) - reserved
-        live = self._live
-        for name, delta in deltas.items():
-            counter = live(name, clock)
-            if counter is not None:  # a missing counter is left for seed (see base)
-                counter.value += delta
-        return hold is not None
+        counters = self._alive(clock)
+        # actual - reserved per counter, in two passes (no dict of differences); a missing counter is left for
+        # seed (see base).
+        for name, amount in actual.items():
+            counter = counters.get(name)
+            if counter is not None:
+                counter.value += amount
+        if hold is None:
+            return False
+        for name, amount in hold[1].items():
+            counter = counters.get(name)
+            if counter is not None:
+                counter.value -= amount
+        return True
 
     async def release_expired(self, *, now: float | None = None, limit: int = 1000) -> int:
         now_ms = self._now_ms(now)
-        clock = self._clock()
+        counters = self._alive(self._clock())
         leases, holds = self._hold_leases, self._holds
         released = 0
         while leases and released < limit and leases[0][0] <= now_ms:
@@ -410,7 +437,7 @@ class MemoryLimiter(Limiter):
                 continue  # settled (and maybe registered again under the same id)
             del holds[hold_id]
             for name, reserved in hold[1].items():
-                counter = self._live(name, clock)
+                counter = counters.get(name)
                 if counter is not None:
                     counter.value -= reserved
             released += 1
@@ -418,12 +445,15 @@ class MemoryLimiter(Limiter):
 
     async def seed(self, values: Mapping[str, int], *, ttl_s: Mapping[str, float] | None = None) -> int:
         clock = self._clock()
+        counters = self._alive(clock)
         ttls = ttl_s or {}
         seeded = 0
         for name, value in values.items():
-            if self._live(name, clock) is None:
+            if name not in counters:
+                counter = counters[name] = _Counter(value, None)
                 ttl = ttls.get(name)
-                self._counters[name] = _Counter(value, None if ttl is None else clock + ttl)
+                if ttl is not None:
+                    self._expire_at(name, counter, clock + ttl)
                 seeded += 1
         return seeded
 
@@ -448,7 +478,7 @@ class MemoryLimiter(Limiter):
         if hold_id is not None:
             check_charges(hold_id, charges)
         clock = self._clock()
-        now_ms = to_ms(clock if now is None else now)
+        now_ms = round((clock if now is None else now) * 1000)  # to_ms, inline on the per-call paths
         decision = None
         if scopes:
             decision = self._consume(scopes, tokens, now_ms)
@@ -456,7 +486,7 @@ class MemoryLimiter(Limiter):
                 return decision, None
         if hold_id is None:
             return decision, None
-        refused = self._reserve(hold_id, charges, now_ms + to_ms(lease_s), clock)
+        refused = self._reserve(hold_id, charges, now_ms + round(lease_s * 1000), clock)
         if refused is not None and decision is not None and tokens:
             self._add_tokens(scopes, -tokens, now_ms)
         return decision, refused
@@ -469,7 +499,7 @@ class MemoryLimiter(Limiter):
                 check_actual(call.actual)
                 self._settle(call.hold_id, call.actual, clock)
             if call.token_delta and call.scopes:
-                at_ms = to_ms(call.at)
+                at_ms = round(call.at * 1000)
                 if at_ms > window_start:
                     self._add_tokens(call.scopes, call.token_delta, at_ms)
             if call.slot is not None:
