@@ -89,7 +89,6 @@ reached; the caller chooses to fail open or closed.
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -371,26 +370,25 @@ def check_scopes(scopes: Sequence[ScopeLimits], tokens: int) -> None:
         raise ValueError("scopes must be distinct")
 
 
-_counter_of = operator.attrgetter("counter")
-_amount_of = operator.attrgetter("amount")
-
-
 def check_charges(hold_id: str, charges: Sequence[Charge]) -> None:
     if not hold_id:
         raise ValueError("hold_id must not be empty")
-    if len(charges) > 1 and len(set(map(_counter_of, charges))) != len(charges):
-        raise ValueError("charges must name distinct counters")
-    if charges and min(map(_amount_of, charges)) < 0:  # C-level passes; the loop only names the culprit
-        for c in charges:
-            if c.amount < 0:
-                raise ValueError(f"charge amounts must be >= 0: {c}")
+    seen: set[str] = set()
+    negative: Charge | None = None
+    for c in charges:  # one loop for both checks (a set comprehension would make a function per call)
+        if c.counter in seen:
+            raise ValueError("charges must name distinct counters")
+        seen.add(c.counter)
+        if c.amount < 0 and negative is None:
+            negative = c
+    if negative is not None:  # reported after the duplicates, as a check of its own would be
+        raise ValueError(f"charge amounts must be >= 0: {negative}")
 
 
 def check_actual(actual: Mapping[str, int]) -> None:
-    if actual and min(actual.values()) < 0:  # a C-level pass; the loop only names the culprit
-        for counter, amount in actual.items():
-            if amount < 0:
-                raise ValueError(f"actual amounts must be >= 0, got {amount} for {counter!r}")
+    for counter, amount in actual.items():
+        if amount < 0:
+            raise ValueError(f"actual amounts must be >= 0, got {amount} for {counter!r}")
 
 
 def build_decision(scopes: Sequence[ScopeLimits], usage: Sequence[int], allowed: bool, now_ms: int) -> RateDecision:
@@ -398,50 +396,48 @@ def build_decision(scopes: Sequence[ScopeLimits], usage: Sequence[int], allowed:
     layout the Redis script returns, so neither backend builds an object per scope): for requests, then for
     tokens, the amount counted (including this request when allowed), the reset (ms, see ``reset_s``) and the
     retry (ms, or ``FITS``/``NEVER``)."""
-    retry = 0.0
+    requests: LimitState | None = None
+    tokens: LimitState | None = None
+    i = 0
+    for sl in scopes:  # per kind the tightest scope: least remaining, then latest reset; the first on a tie
+        if sl.rpm is not None:
+            state = _state(sl.rpm, usage, i)
+            if requests is None or (state.remaining, -state.reset_s) < (requests.remaining, -requests.reset_s):
+                requests = state
+        if sl.tpm is not None:
+            state = _state(sl.tpm, usage, i + 3)
+            if tokens is None or (state.remaining, -state.reset_s) < (tokens.remaining, -tokens.reset_s):
+                tokens = state
+        i += 6
+    if allowed:
+        return RateDecision(True, 0.0, None, None, requests, tokens, now_ms / 1000)
+    retry = -1.0
     limiting = -1  # the offset in ``usage`` of the (scope, kind) that rejected the request
+    for i in range(0, len(usage), 3):
+        r = usage[i + 2]
+        if r != FITS:
+            seconds = math.inf if r == NEVER else r / 1000
+            if seconds > retry:
+                retry, limiting = seconds, i
     scope: str | None = None
     kind: RateKind | None = None
-    if not allowed:
-        retry = -1.0
-        for i in range(0, len(usage), 3):
-            r = usage[i + 2]
-            if r != FITS:
-                seconds = math.inf if r == NEVER else r / 1000
-                if seconds > retry:
-                    retry, limiting = seconds, i
-        if limiting >= 0:
-            scope = scopes[limiting // 6].scope
-            kind = "tokens" if limiting % 6 else "requests"
-    return RateDecision(
-        allowed,
-        retry,
-        scope,
-        kind,
-        _tightest(scopes, usage, 0, limiting),
-        _tightest(scopes, usage, 3, limiting),
-        now_ms / 1000,
-    )
+    if limiting >= 0:  # the rejecting kind shows the rejecting scope, whatever the other scopes hold
+        sl = scopes[limiting // 6]
+        scope = sl.scope
+        limit = sl.tpm if limiting % 6 else sl.rpm
+        assert limit is not None  # only a set limit rejects
+        if limiting % 6:
+            kind, tokens = "tokens", _state(limit, usage, limiting)
+        else:
+            kind, requests = "requests", _state(limit, usage, limiting)
+    return RateDecision(False, retry, scope, kind, requests, tokens, now_ms / 1000)
 
 
-def _tightest(scopes: Sequence[ScopeLimits], usage: Sequence[int], offset: int, limiting: int) -> LimitState | None:
-    """One kind's state (``offset`` 0: requests, 3: tokens): the rejecting scope's when it is of this kind, else
-    the one with the least remaining, then the latest reset; None when no scope has this limit."""
-    best: tuple[int, int, int] | None = None  # (limit, remaining, reset ms)
-    i = offset
-    for sl in scopes:
-        limit = sl.tpm if offset else sl.rpm
-        if limit is not None:
-            remaining = limit - usage[i]
-            if remaining < 0:
-                remaining = 0
-            reset_ms = usage[i + 1]
-            if i == limiting:
-                return LimitState(limit, remaining, reset_ms / 1000)
-            if best is None or remaining < best[1] or (remaining == best[1] and reset_ms > best[2]):
-                best = (limit, remaining, reset_ms)
-        i += 6
-    return None if best is None else LimitState(best[0], best[1], best[2] / 1000)
+def _state(limit: int, usage: Sequence[int], i: int) -> LimitState:
+    """The state of a limit whose counted amount and reset (ms) are ``usage[i]`` and ``usage[i + 1]``."""
+    remaining = limit - usage[i]
+    # A conditional, not max(): the builtin parses keyword arguments on every call.
+    return LimitState(limit, remaining if remaining > 0 else 0, usage[i + 1] / 1000)
 
 
 def to_ms(seconds: float) -> int:
