@@ -51,29 +51,26 @@ def _go_duration(seconds: float) -> str:
 def rate_limit_headers(decision: RateDecision) -> dict[str, str]:
     """Lower-case header names to values, in OpenAI's order."""
     requests, tokens = decision.requests, decision.tokens
-    if requests is not None and tokens is not None:  # the usual key: both limits, one dict display
+    durations = _DURATIONS  # format_duration's memo, read here first: a hit costs no call
+    if requests is not None and tokens is not None:  # the usual key: one dict display
         headers = {
             "x-ratelimit-limit-requests": str(requests.limit),
             "x-ratelimit-limit-tokens": str(tokens.limit),
             "x-ratelimit-remaining-requests": str(requests.remaining),
             "x-ratelimit-remaining-tokens": str(tokens.remaining),
-            "x-ratelimit-reset-requests": format_duration(requests.reset_s),
-            "x-ratelimit-reset-tokens": format_duration(tokens.reset_s),
-        }
-    elif requests is not None:
-        headers = {
-            "x-ratelimit-limit-requests": str(requests.limit),
-            "x-ratelimit-remaining-requests": str(requests.remaining),
-            "x-ratelimit-reset-requests": format_duration(requests.reset_s),
-        }
-    elif tokens is not None:
-        headers = {
-            "x-ratelimit-limit-tokens": str(tokens.limit),
-            "x-ratelimit-remaining-tokens": str(tokens.remaining),
-            "x-ratelimit-reset-tokens": format_duration(tokens.reset_s),
+            "x-ratelimit-reset-requests": durations.get(requests.reset_s) or format_duration(requests.reset_s),
+            "x-ratelimit-reset-tokens": durations.get(tokens.reset_s) or format_duration(tokens.reset_s),
         }
     else:
         headers = {}
+        if requests is not None:
+            headers["x-ratelimit-limit-requests"] = str(requests.limit)
+            headers["x-ratelimit-remaining-requests"] = str(requests.remaining)
+            headers["x-ratelimit-reset-requests"] = format_duration(requests.reset_s)
+        if tokens is not None:
+            headers["x-ratelimit-limit-tokens"] = str(tokens.limit)
+            headers["x-ratelimit-remaining-tokens"] = str(tokens.remaining)
+            headers["x-ratelimit-reset-tokens"] = format_duration(tokens.reset_s)
     if not decision.allowed:
         retry = decision.retry_after_s
         if math.isfinite(retry):
