@@ -16,7 +16,7 @@ from typing import Any
 import structlog
 
 from omnirelay.billing.cost import PriceUnavailable
-from omnirelay.billing.ledger import MAX_CACHED_KEYS, Billing, Budgets, Hold
+from omnirelay.billing.ledger import MAX_CACHED_KEYS, Billing
 from omnirelay.billing.meters import Meter
 from omnirelay.billing.prices import Price
 from omnirelay.errors import ErrorCode, GatewayError
@@ -77,8 +77,10 @@ class Ticket:
     price: Price
     admitted_tokens: int
     """0 when no limit or budget applies to the key (nothing to correct afterwards)."""
-    hold: Hold | None
-    """None when no budget applies to the key."""
+    hold_id: str | None
+    """The budget hold's id (the limiter's ``reserve``); None when no budget applies to the key."""
+    counters: tuple[str, ...]
+    """The budget counters the hold reserved on."""
     scopes: Sequence[ScopeLimits] = ()
     decision: RateDecision | None = None
     slot: Slot | None = None
@@ -132,21 +134,21 @@ class Admission:
                 self._terms.clear()
             terms = self._terms[key.id] = KeyTerms.of(key)
         scopes = terms.scopes
-        admitted_tokens, decision, hold = 0, None, None
+        admitted_tokens, decision = 0, None
+        hold_id: str | None = None
+        counters: tuple[str, ...] = ()
         if scopes or terms.budgeted:
             max_output, choices = requested_output(surface, body) if meter is None else (0, 1)
             prompt = prompt_tokens() if terms.counts_prompt else 0
             admitted_tokens = prompt + (max_output or 0) * choices
-            hold_id: str | None = None
             worst = 0
-            budgets: Budgets | None = None
             charges: list[Charge] = []
             if terms.budgeted:
                 output = max_output * choices if max_output is not None else None
                 worst = billing.worst_case(price, key, prompt, output) if unit_worst is None else unit_worst
                 budgets = billing.budgets(key)
                 charges = budgets.charges(worst)
-                hold_id = request_id
+                hold_id, counters = request_id, budgets.counters
             # One step (one Redis round trip): the rate windows, then the budget hold if the rate admits the call.
             decision, refused = await self.limiter.admit(
                 scopes, admitted_tokens, hold_id, charges, lease_s=billing.hold_lease_s
@@ -155,9 +157,7 @@ class Admission:
                 raise self._rate_refusal(decision)
             if refused is not None:
                 raise billing.refusal(charges[refused], key, worst)
-            if budgets is not None:
-                hold = Hold(request_id, key, price, worst, budgets.counters)
-        ticket = Ticket(price, admitted_tokens, hold, scopes, decision, None, False, meter)
+        ticket = Ticket(price, admitted_tokens, hold_id, counters, scopes, decision, None, False, meter)
         if key.max_concurrency is not None:
             ticket.slot = await self.limiter.acquire_slot(f"key:{key.id}", key.max_concurrency)
             if ticket.slot is None:
@@ -198,7 +198,7 @@ class Admission:
             cost = ticket.meter.cost(ticket.price, usage, key.multiplier)
         else:
             cost = self.billing.cost(ticket.price, key, usage)
-        if ticket.hold is None and ticket.decision is None and ticket.slot is None:
+        if ticket.hold_id is None and ticket.decision is None and ticket.slot is None:
             return cost  # nothing held, nothing to give back
         self._end(ticket, cost, usage.total_tokens - ticket.admitted_tokens)
         return cost
@@ -207,11 +207,11 @@ class Admission:
         """Queue the limiter's side of a call's end: its hold settled at ``cost``, its tokens corrected by
         ``token_delta``, its slot released. Ends queued in one turn of the event loop go to the limiter as one
         batch (one Redis round trip for all of them)."""
-        hold, decision = ticket.hold, ticket.decision
+        hold_id, decision = ticket.hold_id, ticket.decision
         self._ending.append(
             Finish(
-                hold.hold_id if hold is not None else None,
-                dict.fromkeys(hold.counters, cost) if hold is not None else {},
+                hold_id,
+                dict.fromkeys(ticket.counters, cost) if hold_id is not None else {},
                 ticket.scopes,
                 token_delta if decision is not None else 0,
                 decision.at if decision is not None else 0.0,

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import repeat
 
 import structlog
 
@@ -79,8 +80,9 @@ class Budgets:
     month: str | None
     """The month the monthly counter is named for; None when the account has no monthly budget."""
     counters: tuple[str, ...]
-    terms: tuple[tuple[str, int | None, float | None], ...]
-    """Per counter: (name, cap, ttl_s) of its ``Charge``."""
+    caps: tuple[int | None, ...]
+    ttls: tuple[float | None, ...]
+    """Per counter, the ``cap`` and ``ttl_s`` of its ``Charge``."""
 
     @classmethod
     def of(cls, key: KeyRecord, month: str | None) -> Budgets:
@@ -91,11 +93,12 @@ class Budgets:
             terms.append((key_counter(key.id), key.spend_cap_micros, None))
         if month is not None:
             terms.append((month_counter(key.account_id, month), key.account_monthly_budget_micros, MONTH_TTL_S))
-        return cls(key, month, tuple(name for name, _, _ in terms), tuple(terms))
+        names, caps, ttls = zip(*terms, strict=True)
+        return cls(key, month, names, caps, ttls)
 
     def charges(self, amount: int) -> list[Charge]:
         """The charges reserving ``amount`` on every counter."""
-        return [Charge(name, amount, cap, ttl_s) for name, cap, ttl_s in self.terms]
+        return list(map(Charge, self.counters, repeat(amount), self.caps, self.ttls))
 
 
 class Billing:
