@@ -615,6 +615,7 @@ class Relay:
             return
         call.finished = True
         now = time.perf_counter()
+        overhead_ms = call.overhead_ms(now)
         candidate = call.candidate
         cost = self.admission.settle(call.ticket, call.key, usage) if call.ticket is not None else 0
         stats = self.stats
@@ -632,7 +633,7 @@ class Relay:
             cost,
             now - call.started,
             call.first_token_at - call.started if call.first_token_at else None,
-            call.overhead_ms(now) / 1000,
+            overhead_ms / 1000,
         )
         if call.trace is not None:
             call.trace.end(status, error_code, usage)
@@ -657,7 +658,7 @@ class Relay:
                 cost,
                 round((now - call.started) * 1000),  # latency_ms
                 round((call.first_token_at - call.started) * 1000) if call.first_token_at else None,  # ttft_ms
-                round(call.overhead_ms(now)),
+                round(overhead_ms),
                 call.client_ip,
             )
         )
