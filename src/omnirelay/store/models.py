@@ -203,8 +203,6 @@ class UsageLog(Base):
         Index("ix_usage_created", "created_at"),
         Index("ix_usage_key_created", "key_id", "created_at"),
         Index("ix_usage_account_created", "account_id", "created_at"),
-        Index("ix_usage_model_created", "model", "created_at"),
-        Index("ix_usage_channel_created", "channel_id", "created_at"),
     )
 
 
