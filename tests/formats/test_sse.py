@@ -90,3 +90,58 @@ def test_gemini_frames_any_split(chunks: list[dict[str, object]], array: bool, c
     reader = GeminiFrameReader()
     texts = [t for piece in _split(data, cuts) for t in reader.feed(piece)] + reader.flush()
     assert [orjson.loads(t) for t in texts] == chunks
+
+
+def _reference(data: bytes) -> list[SSEEvent]:
+    """The SSE spec read naively: lines on any line end, fields accumulated, a blank line dispatches."""
+    text = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
+    events: list[SSEEvent] = []
+    lines: list[str] = []
+    name: str | None = None
+    last_id: str | None = None
+    retry: int | None = None
+    for line in text.split("\n")[:-1]:  # what follows the last line end is not a line yet
+        if not line:
+            if lines or name is not None:
+                events.append(SSEEvent("\n".join(lines), name, last_id, retry))
+                lines, name, retry = [], None, None
+            continue
+        if line.startswith(":"):
+            continue
+        field, sep, value = line.partition(":")
+        value = value[1:] if sep and value.startswith(" ") else value
+        if field == "data":
+            lines.append(value)
+        elif field == "event":
+            name = value
+        elif field == "id":
+            last_id = value
+        elif field == "retry" and value.isascii() and value.isdigit():
+            retry = int(value)
+    return events
+
+
+FIELD_LINE = st.one_of(
+    st.builds(lambda v: f"data: {v}", LINE_TEXT),
+    st.builds(lambda v: f"data:{v}", LINE_TEXT),
+    st.builds(lambda v: f"event: {v}", LINE_TEXT),
+    st.builds(lambda v: f"id: {v}", LINE_TEXT),
+    st.builds(lambda v: f"retry: {v}", st.integers(min_value=0, max_value=10_000)),
+    st.just(": comment"),
+)
+# Blocks of field lines, each ended by a blank line (some left open at the end): events as servers send them.
+FIELD_LINES = st.builds(
+    lambda blocks, tail: [line for block in blocks for line in (*block, "")] + tail,
+    st.lists(st.lists(FIELD_LINE, max_size=3), max_size=8),
+    st.lists(FIELD_LINE, max_size=2),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=FIELD_LINES, cuts=st.lists(st.integers(min_value=0), max_size=8))
+def test_any_field_lines_parse_as_the_spec_reads_them(lines: list[str], cuts: list[int]) -> None:
+    """Whole single-line events are cut out in one pass, everything else line by line: both as the spec says."""
+    data = "".join(line + "\n" for line in lines).encode()
+    parser = SSEParser()
+    got = [event for piece in _split(data, cuts) for event in parser.feed(piece)]
+    assert got == _reference(data)

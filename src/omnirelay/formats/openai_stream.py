@@ -46,6 +46,10 @@ CUT_MESSAGE = "the upstream stream ended before it was complete"
 MALFORMED_MESSAGE = "the upstream sent a malformed stream event"
 
 
+_TEXT_DELTA = frozenset(("role", "content"))
+"""The keys of a delta that carries nothing but text (what most chunks of every stream are)."""
+
+
 class OpenAIStreamDecoder:
     """Feed it each SSE ``data`` payload of an OpenAI chat stream; ``close()`` when the bytes end."""
 
@@ -92,7 +96,19 @@ class OpenAIStreamDecoder:
         index = choice.get("index")
         idx = index if isinstance(index, int) else 0
         self._seen.add(idx)
-        delta = obj_or_none(choice.get("delta")) or {}
+        delta = choice.get("delta")
+        if type(delta) is dict and delta.keys() <= _TEXT_DELTA:  # the usual chunk: a piece of text, nothing else
+            content = delta.get("content")
+            if content and type(content) is str:
+                events.append(TextDelta(content, idx))
+        else:
+            self._delta(obj_or_none(delta) or {}, idx, events)
+        finish = str_or_none(choice.get("finish_reason"))
+        if finish is not None:
+            self._finished.add(idx)
+            events.append(Finish(FINISH_TO_IR.get(finish, FinishReason.OTHER), idx))
+
+    def _delta(self, delta: dict[str, object], idx: int, events: list[StreamEvent]) -> None:
         reasoning = str_or_none(delta.get("reasoning_content")) or str_or_none(delta.get("reasoning"))
         if reasoning:
             events.append(ThinkingDelta(reasoning, idx))
@@ -128,10 +144,6 @@ class OpenAIStreamDecoder:
             arguments = str_or_none(function.get("arguments"))
             if arguments:
                 events.append(ToolCallDelta(pos, arguments, idx))
-        finish = str_or_none(choice.get("finish_reason"))
-        if finish is not None:
-            self._finished.add(idx)
-            events.append(Finish(FINISH_TO_IR.get(finish, FinishReason.OTHER), idx))
 
     def close(self) -> list[StreamEvent]:
         if self._ended:
