@@ -220,3 +220,32 @@ def test_rollup_groups_sum_exactly_what_the_rows_hold(rows: list[UsageRow]) -> N
     assert batch.latency == [(*cell, count) for cell, count in sorted(latency.items())]
     for column, charged in spent.items():
         assert batch.costs(column) == sorted(charged.items())
+
+
+def test_a_backlog_is_written_in_bigger_transactions_and_a_full_queue_refuses_loudly(db: Db) -> None:
+    """Behind (a busy event loop slows every statement's round trip), a flush takes up to ten batches in one
+    transaction, so the writer catches up instead of falling further behind; past ``max_pending`` a row is
+    refused and counted, never dropped silently."""
+    loop, engine = db
+    when = datetime(2026, 11, 29, 21, 0, 0, tzinfo=UTC)
+
+    async def write() -> tuple[int, int, list[int]]:
+        writer = BatchWriter(engine, batch_size=10, max_pending=250)
+        transactions: list[int] = []
+        write_batch = writer._write
+
+        async def counted(batch: list[UsageRow]) -> None:
+            transactions.append(len(batch))
+            await write_batch(batch)
+
+        writer._write = counted  # type: ignore[method-assign]
+        for i in range(260):
+            writer.record(usage_row(**named(f"r-{i}", created_at=when)))
+        await writer.flush()
+        async with engine.connect() as connection:
+            stored = (await connection.exec_driver_sql("SELECT count(*) FROM usage_logs")).scalar_one()
+        return stored, writer.dropped, transactions
+
+    stored, dropped, transactions = loop.run_until_complete(write())
+    assert (stored, dropped) == (250, 10)
+    assert transactions == [100, 100, 50]  # not 25 transactions of 10

@@ -56,6 +56,9 @@ sqlite3.register_adapter(type(None), {}.get)
 
 DriverRow = tuple[Any, ...]
 
+BACKLOG_BATCHES = 10
+"""A flush takes up to this many ``batch_size`` batches' rows in one transaction when that many are waiting."""
+
 SETTLEMENT_COLUMNS = ("account_id", "amount_micros", "reason", "ref", "key_id", "created_at")
 """A settlement entry's bound values; its ``kind`` is a literal of the statement (a bound text costs sqlite3 a
 copy per row)."""
@@ -120,7 +123,11 @@ class BatchWriter:
         self._engine = engine
         self._interval = interval
         self._batch_size = batch_size
-        self._pending: deque[UsageRow] = deque(maxlen=max_pending)
+        self._max_batch = batch_size * BACKLOG_BATCHES
+        self._max_pending = max_pending
+        self._pending: deque[UsageRow] = deque()
+        self.dropped = 0
+        """Rows refused because ``max_pending`` were already waiting (the database away for long): logged."""
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._flushed = 0
@@ -153,9 +160,14 @@ class BatchWriter:
 
     def record(self, row: UsageRow) -> None:
         pending = self._pending
-        pending.append(row)
         if len(pending) >= self._batch_size:
             self._wakeup.set()
+            if len(pending) >= self._max_pending:  # memory is bounded: say so, loudly, rather than drop silently
+                self.dropped += 1
+                if self.dropped % 1000 == 1:
+                    log.error("usage_rows_dropped", dropped=self.dropped, pending=len(pending))
+                return
+        pending.append(row)
 
     async def flush(self) -> None:
         """Write everything queued so far; a flush already running is waited for, so on return all records
@@ -164,7 +176,9 @@ class BatchWriter:
             pending = self._pending
             while pending:
                 # popleft called by C (iter with a sentinel no row equals), not by a Python loop per row
-                batch = list(islice(iter(pending.popleft, None), min(len(pending), self._batch_size)))
+                # Behind (the event loop was busy, so each statement's round trip to the database thread was
+                # slow): a bigger transaction, not more of them. Its statements cost the same few round trips.
+                batch = list(islice(iter(pending.popleft, None), min(len(pending), self._max_batch)))
                 try:
                     await self._write(batch)
                 except Exception:
