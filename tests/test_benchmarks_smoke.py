@@ -58,7 +58,10 @@ def check_rows(rows: list[dict[str, Any]], names: list[str]) -> None:
             assert load["errors"] == 0, row
         assert load["requests"] > 0 and row["rps"] > 0, row
         assert 0 < load["latency_p50_ms"] <= load["latency_p99_ms"], row
-        assert row["cpu_ms_per_request"] > 0 and row["peak_rss_mb"] > 0, row
+        # The upstream itself costs a few µs a request: in a one-second paced row it can stay under the kernel's
+        # 10 ms CPU tick and read as 0. Every relay's CPU is well above that.
+        assert row["cpu_ms_per_request"] > 0 or row["target"] == "upstream", row
+        assert row["peak_rss_mb"] > 0, row
         if row["floor"]:
             assert row["rps_ratio"] > 0 and row["cpu_ratio"] > 0, row
         if row["baseline"]:
