@@ -248,7 +248,9 @@ class RelayResponse(Response):
     """A whole answer whose header lines the relay encoded itself. Starlette's ``Response.__init__`` looks
     through the headers for a content type and length, and encodes them, on every call."""
 
-    def __init__(self, body: bytes, headers: list[tuple[bytes, bytes]], media_type: bytes = b"application/json"):
+    def __init__(
+        self, body: bytes, headers: list[tuple[bytes, bytes]], media_type: bytes = b"application/json"
+    ) -> None:
         self.body = body
         self.status_code = 200
         self.background = None
