@@ -59,15 +59,13 @@ class KeyTerms:
 
     key: KeyRecord
     scopes: tuple[ScopeLimits, ...]
-    budgeted: bool
     counts_prompt: bool
     """A token limit or a budget needs the prompt's token count."""
 
     @classmethod
     def of(cls, key: KeyRecord) -> KeyTerms:
         scopes = tuple(scopes_of(key))
-        budgeted = key.budgeted
-        return cls(key, scopes, budgeted, budgeted or any(scope.tpm is not None for scope in scopes))
+        return cls(key, scopes, key.budgeted or any(scope.tpm is not None for scope in scopes))
 
 
 @dataclass(slots=True)
@@ -137,13 +135,13 @@ class Admission:
         admitted_tokens, decision = 0, None
         hold_id: str | None = None
         counters: tuple[str, ...] = ()
-        if scopes or terms.budgeted:
+        if scopes or key.budgeted:
             max_output, choices = requested_output(surface, body) if meter is None else (0, 1)
             prompt = prompt_tokens() if terms.counts_prompt else 0
             admitted_tokens = prompt + (max_output or 0) * choices
             worst = 0
             charges: list[Charge] = []
-            if terms.budgeted:
+            if key.budgeted:
                 output = max_output * choices if max_output is not None else None
                 worst = billing.worst_case(price, key, prompt, output) if unit_worst is None else unit_worst
                 budgets = billing.budgets(key)
