@@ -241,9 +241,6 @@ class BodyDeadlines:
         return False
 
 
-_REQUEST_ID = b"x-request-id"
-
-
 class RelayResponse(Response):
     """A whole answer whose header lines the relay encoded itself. Starlette's ``Response.__init__`` looks
     through the headers for a content type and length, and encodes them, on every call."""
@@ -284,9 +281,9 @@ async def send_whole(response: Response, request_id: str, scope: Scope, receive:
     view twice per call. An answer without a request id (a refusal made before a call existed) gets it here;
     returns whether it did."""
     headers = response.raw_headers
-    anonymous = not any(name == _REQUEST_ID for name, _ in headers)
+    anonymous = not any(name == request_ids.HEADER for name, _ in headers)
     if anonymous:
-        headers.append((_REQUEST_ID, request_id.encode("latin-1")))
+        headers.append((request_ids.HEADER, request_id.encode("latin-1")))
     if response.background is not None or type(response) not in (RelayResponse, Response, JSONResponse):
         await response(scope, receive, send)  # a response with its own sending (files) or a task after it
         return anonymous

@@ -601,7 +601,7 @@ class Relay:
     def _headers(self, call: Call) -> list[tuple[bytes, bytes]]:
         """The answer's own header lines, encoded once here (the front sends them as they are)."""
         headers = [
-            (b"x-request-id", call.request_id.encode("latin-1")),
+            (request_ids.HEADER, call.request_id.encode("latin-1")),
             (b"x-omnirelay-overhead-ms", b"%.2f" % call.overhead_ms()),
         ]
         ticket = call.ticket
