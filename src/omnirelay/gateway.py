@@ -24,7 +24,8 @@ from omnirelay.crypto import SecretBox, hash_key, load_or_create_master_key
 from omnirelay.errors import ErrorCode, GatewayError
 from omnirelay.limits import create_limiter
 from omnirelay.limits.auth_throttle import create_auth_throttle
-from omnirelay.providers.upstream import create_session
+from omnirelay.providers.http1 import UpstreamPool
+from omnirelay.providers.upstream import create_pool, create_session
 from omnirelay.routing.breaker import BreakerBoard, BreakerPolicy, SharedBreakers
 from omnirelay.routing.health import CheckResult, HealthChecker
 from omnirelay.routing.policy import RoutingPolicy
@@ -70,8 +71,9 @@ class Gateway:
         self.auth_throttle = create_auth_throttle(
             settings.auth_failures_per_minute, self.limiter if settings.redis_url else None
         )
-        self.health = HealthChecker(self.router, lambda: self.http, self._record_checks)
+        self.health = HealthChecker(self.router, lambda: self.upstreams, self._record_checks)
         self._http: aiohttp.ClientSession | None = None
+        self._upstreams: UpstreamPool | None = None
         self._refresher: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self._checker: asyncio.Task[None] | None = None
@@ -89,6 +91,12 @@ class Gateway:
         assert self._http is not None, "gateway not started"
         return self._http
 
+    @property
+    def upstreams(self) -> UpstreamPool:
+        """The relay's connections to upstream channels (``http`` serves the rest)."""
+        assert self._upstreams is not None, "gateway not started"
+        return self._upstreams
+
     async def start(self) -> None:
         # Building the tokenizers takes about a second: do it now, off the event loop, not on the first request.
         await asyncio.to_thread(tokens.preload)
@@ -100,6 +108,7 @@ class Gateway:
                 await repo.sync_config_keys(session, self.settings.keys)
         await self.reload()
         self._http = create_session()
+        self._upstreams = create_pool()
         self.writer.start()
         self._refresher = asyncio.create_task(self._refresh_periodically(), name="cache-refresh")
         self._sweeper = asyncio.create_task(self._sweep_holds(), name="hold-sweeper")
@@ -132,6 +141,8 @@ class Gateway:
         await self.limiter.close()
         if self._http is not None:
             await self._http.close()
+        if self._upstreams is not None:
+            await self._upstreams.close()
         await self.engine.dispose()
 
     async def reload(self) -> None:

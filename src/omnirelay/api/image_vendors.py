@@ -245,7 +245,7 @@ class ImageVendorSurface:
                 break
             sent = asyncio.get_running_loop().time()
             try:
-                response = await open_upstream(self.gateway.http, candidate, path, b"", method="GET")
+                response = await open_upstream(self.gateway.upstreams, candidate, path, b"", method="GET")
                 if response.status >= 400:
                     raw = await read_error_body(response, candidate.channel)
                     code, _, retry_after = classify_answer("recraft", response.status, response.headers, raw)

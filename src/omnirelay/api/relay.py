@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 import structlog
 from starlette.responses import Response
@@ -48,6 +47,7 @@ from omnirelay.formats.translate import (
 from omnirelay.formats.usage import Usage
 from omnirelay.gateway import Gateway
 from omnirelay.metrics import CallStats
+from omnirelay.providers.http1 import UpstreamResponse
 from omnirelay.providers.kinds import CHANNEL_KINDS, TRANSLATABLE, WireFormat
 from omnirelay.providers.media import fetch_media
 from omnirelay.providers.upstream import (
@@ -388,7 +388,12 @@ class Relay:
         sent_at = asyncio.get_running_loop().time()
         forward = call.forward_headers if prepared.context is None else None
         response = await open_upstream(
-            self.gateway.http, candidate, prepared.path, prepared.body, extra_headers=forward or None, deadline=deadline
+            self.gateway.upstreams,
+            candidate,
+            prepared.path,
+            prepared.body,
+            extra_headers=forward or None,
+            deadline=deadline,
         )
         if response.status >= 400:
             call.upstream_seconds += time.perf_counter() - sent
@@ -422,7 +427,7 @@ class Relay:
         return self._stream(call, candidate, response, tap, watchdog, first)
 
     async def _complete(
-        self, call: Call, candidate: Candidate, prepared: Prepared, response: aiohttp.ClientResponse, sent_at: float
+        self, call: Call, candidate: Candidate, prepared: Prepared, response: UpstreamResponse, sent_at: float
     ) -> Response:
         reading = time.perf_counter()
         payload = await read_answer(response, candidate.channel, sent_at)
@@ -491,7 +496,7 @@ class Relay:
         self,
         call: Call,
         candidate: Candidate,
-        response: aiohttp.ClientResponse,
+        response: UpstreamResponse,
         tap: StreamTap,
         watchdog: StreamWatchdog,
         first: bytes,
@@ -512,7 +517,7 @@ class Relay:
         self,
         call: Call,
         candidate: Candidate,
-        response: aiohttp.ClientResponse,
+        response: UpstreamResponse,
         tap: StreamTap,
         watchdog: StreamWatchdog,
         first: bytes,
@@ -527,7 +532,7 @@ class Relay:
             if out:
                 call.first_token_at = time.perf_counter()
                 yield out
-            async for chunk in response.content.iter_any():
+            while chunk := await response.readany():
                 out = tap.feed(chunk)
                 if out:
                     if call.first_token_at is None:
@@ -542,7 +547,7 @@ class Relay:
             elif not tap.finished:
                 status, error_code = 502, "upstream_stream_cut"
                 failure = GatewayError(ErrorCode.upstream_error, "the upstream ended its stream early")
-        except (aiohttp.ClientError, OSError) as exc:
+        except OSError as exc:
             failure = watchdog.error(exc)
             stalled = failure.code is ErrorCode.upstream_timeout
             status, error_code = (504, "upstream_stream_stalled") if stalled else (502, "upstream_stream_broken")
@@ -570,7 +575,7 @@ class Relay:
             self._finish(call, usage, status, error_code)
 
     async def _upstream_error(
-        self, call: Call, candidate: Candidate, prepared: Prepared, response: aiohttp.ClientResponse
+        self, call: Call, candidate: Candidate, prepared: Prepared, response: UpstreamResponse
     ) -> GatewayError:
         raw = await read_error_body(response, candidate.channel)
         code, parsed, retry_after = classify_answer(prepared.upstream_format, response.status, response.headers, raw)

@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-import aiohttp
 import orjson
 import structlog
 
 from omnirelay.errors import GatewayError
+from omnirelay.providers.http1 import UpstreamPool
 from omnirelay.providers.kinds import CHANNEL_KINDS, TRANSLATABLE, WireFormat
 from omnirelay.providers.upstream import classify_answer, open_upstream, read_answer, read_error_body
 from omnirelay.providers.wire import upstream_path
@@ -87,9 +87,7 @@ def check_plan(route: Route) -> list[Candidate]:
     return [Candidate(channel, models[i % len(models)], keys[i % len(keys)], route.target) for i in range(count)]
 
 
-async def check_candidate(
-    session: aiohttp.ClientSession, candidate: Candidate
-) -> tuple[CheckResult, GatewayError | None]:
+async def check_candidate(pool: UpstreamPool, candidate: Candidate) -> tuple[CheckResult, GatewayError | None]:
     """Send one probe; the result, and the error to report to the router when it failed."""
     channel = candidate.channel
     fmt = CHANNEL_KINDS[channel.type].wire_format
@@ -100,7 +98,7 @@ async def check_candidate(
     status: int | None = None
     error: GatewayError | None = None
     try:
-        response = await open_upstream(session, candidate, path, body, deadline=sent + CHECK_TIMEOUT_S)
+        response = await open_upstream(pool, candidate, path, body, deadline=sent + CHECK_TIMEOUT_S)
         status = response.status
         if status >= 400:
             raw = await read_error_body(response, channel)
@@ -140,7 +138,7 @@ class HealthChecker:
     def __init__(
         self,
         router: Router,
-        http: Callable[[], aiohttp.ClientSession],
+        http: Callable[[], UpstreamPool],
         record: Callable[[list[CheckResult]], Awaitable[None]],
     ) -> None:
         self.router = router
