@@ -4,7 +4,11 @@ It forwards the request body to the upstream's same path (with the client's ``Au
 ``Content-Type``) and streams the response back chunk by chunk with the upstream's status and content type.
 No auth, no parsing, no metering: whatever omnirelay costs above this is the price of being a gateway.
 
-    python -m benchmarks.bare_relay --upstream http://127.0.0.1:9100 --port 9200
+``--client http1`` makes the same relay with omnirelay's own upstream client (``omnirelay.providers.http1``)
+instead of aiohttp: a reference row, not the floor, showing how much of omnirelay's distance to the floor is its
+HTTP client rather than its gateway work.
+
+    python -m benchmarks.bare_relay --upstream http://127.0.0.1:9100 --port 9200 [--client aiohttp|http1]
 """
 
 from __future__ import annotations
@@ -15,19 +19,26 @@ from typing import Any
 import aiohttp
 import uvicorn
 
+from omnirelay.providers.http1 import UpstreamPool
+
 Scope = dict[str, Any]
 Message = dict[str, Any]
 _FORWARDED = (b"authorization", b"content-type")
 
 
 class BareRelay:
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, client: str = "aiohttp") -> None:
         self.upstream = upstream.rstrip("/")
+        self.client = client
         self.session: aiohttp.ClientSession | None = None
+        self.pool: UpstreamPool | None = None
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            await self._relay(scope, receive, send)
+            if self.pool is not None:
+                await self._relay_http1(scope, receive, send)
+            else:
+                await self._relay(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
@@ -35,24 +46,22 @@ class BareRelay:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self.client == "http1":
+                    self.pool = UpstreamPool(limit=1000)
                 connector = aiohttp.TCPConnector(limit=1000, limit_per_host=0, keepalive_timeout=60)
                 self.session = aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",))
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.session is not None:
                     await self.session.close()
+                if self.pool is not None:
+                    await self.pool.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     async def _relay(self, scope: Scope, receive: Any, send: Any) -> None:
         assert self.session is not None
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        headers = {name.decode(): value.decode() for name, value in scope["headers"] if name in _FORWARDED}
+        body, headers = await _request(scope, receive)
         try:
             response = await self.session.request(
                 scope["method"], self.upstream + scope["path"], data=body, headers=headers
@@ -73,15 +82,49 @@ class BareRelay:
         finally:
             response.release()
 
+    async def _relay_http1(self, scope: Scope, receive: Any, send: Any) -> None:
+        """``_relay`` on omnirelay's client."""
+        assert self.pool is not None
+        body, headers = await _request(scope, receive)
+        try:
+            response = await self.pool.request(scope["method"], self.upstream + scope["path"], headers, body)
+        except (OSError, ValueError):
+            await send({"type": "http.response.start", "status": 502, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        try:
+            out_headers = [(b"content-type", response.headers.get("content-type", "").encode())]
+            length = response.headers.get("content-length")
+            if length is not None:
+                out_headers.append((b"content-length", length.encode()))
+            await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
+            while chunk := await response.readany():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        finally:
+            response.release()
+
+
+async def _request(scope: Scope, receive: Any) -> tuple[bytes, dict[str, str]]:
+    """The client's body and the headers passed on."""
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return body, {name.decode(): value.decode() for name, value in scope["headers"] if name in _FORWARDED}
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--upstream", required=True, help="Upstream origin, e.g. http://127.0.0.1:9100")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--client", choices=("aiohttp", "http1"), default="aiohttp", help="Upstream HTTP client.")
     args = parser.parse_args()
     uvicorn.run(
-        BareRelay(args.upstream),
+        BareRelay(args.upstream, args.client),
         host=args.host,
         port=args.port,
         loop="uvloop",

@@ -166,6 +166,12 @@ def relay_trio(
     ]
 
 
+def client_reference(group: str, workload: Workload, tags: tuple[str, ...]) -> Scenario:
+    """The floor's relay on omnirelay's upstream client instead of aiohttp: how much of omnirelay's distance to the
+    floor (or lead over it) is the HTTP client's, not the gateway's work."""
+    return Scenario(f"{group}/bare-http1", group, "bare-http1", workload, floor=f"{group}/bare", tags=tags)
+
+
 def budgeted_rows(group: str, workload: Workload) -> list[Scenario]:
     """Billing issue: omnirelay with a budgeted, rate-limited key (every call reserves, settles and consumes rate
     windows in the limiter), in memory and in Redis; the floor's targets apply, and the CPU per request is also
@@ -207,8 +213,10 @@ def routing_rows(group: str, clean: Workload, faulty: Workload) -> list[Scenario
 
 SCENARIOS: list[Scenario] = [
     *relay_trio("chat", CHAT, tags=("billing",)),
+    client_reference("chat", CHAT, ("billing",)),
     *budgeted_rows("chat", CHAT),
     *relay_trio("chat-stream", CHAT_STREAM, tags=("streams",)),
+    client_reference("chat-stream", CHAT_STREAM, ("streams",)),
     # The upstream speaks OpenAI only and the bare relay cannot translate: the translated row's floor is the bare
     # relay carrying the OpenAI stream (the transport floor), and its CPU per token is judged against passthrough.
     Scenario(

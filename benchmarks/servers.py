@@ -273,6 +273,13 @@ SERVERS: dict[str, ServerSpec] = {
             "bare relay (floor)",
             lambda ctx, port: _module("benchmarks.bare_relay", "--upstream", ctx.upstream_url, "--port", str(port)),
         ),
+        ServerSpec(
+            "bare-http1",
+            "bare relay on omnirelay's HTTP client",
+            lambda ctx, port: _module(
+                "benchmarks.bare_relay", "--upstream", ctx.upstream_url, "--port", str(port), "--client", "http1"
+            ),
+        ),
         *(variant.spec(label) for variant, label in OMNIRELAYS),
     )
 }
