@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import uvicorn
 
-from omnirelay.providers.http1 import UpstreamPool
+from omnirelay.providers.http1 import UpstreamPool, UpstreamResponse
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -35,10 +35,7 @@ class BareRelay:
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            if self.pool is not None:
-                await self._relay_http1(scope, receive, send)
-            else:
-                await self._relay(scope, receive, send)
+            await self._relay(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
@@ -60,13 +57,18 @@ class BareRelay:
                 return
 
     async def _relay(self, scope: Scope, receive: Any, send: Any) -> None:
-        assert self.session is not None
         body, headers = await _request(scope, receive)
+        url = self.upstream + scope["path"]
+        response: aiohttp.ClientResponse | UpstreamResponse
         try:
-            response = await self.session.request(
-                scope["method"], self.upstream + scope["path"], data=body, headers=headers
-            )
-        except (aiohttp.ClientError, OSError):
+            if self.pool is not None:
+                response = await self.pool.request(scope["method"], url, headers, body)
+                read = response.readany
+            else:
+                assert self.session is not None
+                response = await self.session.request(scope["method"], url, data=body, headers=headers)
+                read = response.content.readany
+        except (aiohttp.ClientError, OSError, ValueError):
             await send({"type": "http.response.start", "status": 502, "headers": []})
             await send({"type": "http.response.body", "body": b""})
             return
@@ -76,29 +78,7 @@ class BareRelay:
             if length is not None:
                 out_headers.append((b"content-length", length.encode()))
             await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
-            async for chunk in response.content.iter_any():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-        finally:
-            response.release()
-
-    async def _relay_http1(self, scope: Scope, receive: Any, send: Any) -> None:
-        """``_relay`` on omnirelay's client."""
-        assert self.pool is not None
-        body, headers = await _request(scope, receive)
-        try:
-            response = await self.pool.request(scope["method"], self.upstream + scope["path"], headers, body)
-        except (OSError, ValueError):
-            await send({"type": "http.response.start", "status": 502, "headers": []})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        try:
-            out_headers = [(b"content-type", response.headers.get("content-type", "").encode())]
-            length = response.headers.get("content-length")
-            if length is not None:
-                out_headers.append((b"content-length", length.encode()))
-            await send({"type": "http.response.start", "status": response.status, "headers": out_headers})
-            while chunk := await response.readany():
+            while chunk := await read():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
         finally:
