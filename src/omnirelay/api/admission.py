@@ -22,6 +22,7 @@ from omnirelay.billing.prices import Price
 from omnirelay.errors import ErrorCode, GatewayError
 from omnirelay.formats.usage import Usage
 from omnirelay.limits import Charge, Finish, Limiter, RateDecision, ScopeLimits, Slot, rate_limit_headers
+from omnirelay.limits.headers import rate_limit_header_lines
 from omnirelay.providers.kinds import WireFormat
 from omnirelay.store.snapshot import KeyRecord
 
@@ -89,6 +90,10 @@ class Ticket:
     @property
     def headers(self) -> dict[str, str]:
         return rate_limit_headers(self.decision) if self.decision is not None else {}
+
+    def header_lines(self) -> list[tuple[bytes, bytes]]:
+        """``headers`` encoded, for the answer's own header lines."""
+        return rate_limit_header_lines(self.decision) if self.decision is not None else []
 
 
 class Admission:

@@ -611,7 +611,7 @@ class Relay:
         ]
         ticket = call.ticket
         if ticket is not None and ticket.decision is not None:
-            headers += [(name.encode("latin-1"), value.encode("latin-1")) for name, value in ticket.headers.items()]
+            headers += ticket.header_lines()
         return headers
 
     def _finish(self, call: Call, usage: Usage, status: int, error_code: str | None) -> None:
