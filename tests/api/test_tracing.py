@@ -3,6 +3,7 @@ read from the SDK's in-memory span exporter."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,9 +68,16 @@ def client(gw: GatewayHarness) -> openai.OpenAI:
 
 def finished(exporter: InMemorySpanExporter, gw: GatewayHarness) -> tuple[ReadableSpan, list[ReadableSpan]]:
     """The one server span and its attempt spans (in start order), once the call has ended."""
-    gw.flush_usage()  # a call's spans end in ``_finish``, which has run once its usage is queued
-    found = exporter.get_finished_spans()
-    servers = [s for s in found if s.kind is SpanKind.SERVER]
+    # A call's spans end in ``_finish``, which has run once its usage is queued. A stream's client (the SDK stops
+    # at ``[DONE]``) may be done before the gateway has read the upstream's end and finished the call: wait a bit.
+    deadline = time.monotonic() + 5
+    while True:
+        gw.flush_usage()
+        found = exporter.get_finished_spans()
+        servers = [s for s in found if s.kind is SpanKind.SERVER]
+        if servers or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     assert len(servers) == 1, found
     server = servers[0]
     attempts = sorted((s for s in found if s.kind is SpanKind.CLIENT), key=lambda s: s.start_time or 0)
