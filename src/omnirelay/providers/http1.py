@@ -319,9 +319,6 @@ class UpstreamResponse:
         headers = self.headers
         return "content-length" not in headers and "transfer-encoding" not in headers
 
-    def broken(self, error: OSError) -> None:
-        self._fail(error)
-
 
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection to an origin, serving one response at a time."""
@@ -354,11 +351,11 @@ class _Connection(asyncio.Protocol):
             parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
-            response.broken(cause if isinstance(cause, OSError) else UpstreamProtocolError(str(exc)))
+            response._fail(cause if isinstance(cause, OSError) else UpstreamProtocolError(str(exc)))
             self.discard()
             return
         except httptools.HttpParserError as exc:
-            response.broken(UpstreamProtocolError(f"the upstream's answer is not valid HTTP/1.1 ({exc})"))
+            response._fail(UpstreamProtocolError(f"the upstream's answer is not valid HTTP/1.1 ({exc})"))
             self.discard()
             return
         if response.done:
@@ -448,7 +445,7 @@ class UpstreamPool:
         self._taken = 0
         self.closed = False
         self.opened = 0
-        """Connections opened so far (tests and metrics read it)."""
+        """Connections opened so far (the tests read it)."""
 
     def target(self, url: str) -> Target:
         target = self._targets.get(url)

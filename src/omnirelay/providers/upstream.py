@@ -104,8 +104,7 @@ class _TotalLimit:
 
 async def read_answer(response: UpstreamResponse, channel: ChannelRecord, sent: float) -> bytes:
     """A whole (non-stream) body, by the channel's total limit counted from ``sent`` (``loop.time()``)."""
-    if response.done:  # the usual case: the body came with the head
-        response.release()
+    if response.done:  # the usual case: the body came with the head (its connection is back in the pool)
         return await response.read()
     total = _TotalLimit(response, sent + channel.timeout_s)
     try:
